@@ -1,0 +1,185 @@
+"""FAN: the face alignment network StarGAN v2 uses for its high-pass masks (w_hpf > 0).
+
+One hourglass with CoordConv and BatchNorm predicting 98 landmark heatmaps plus a boundary
+channel at 64x64. ``face_masks`` turns the heatmaps into the two masks the generator takes.
+Module names follow the released ``wing.ckpt`` / ``fan`` checkpoint entries.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+NUM_LANDMARKS = 98
+FAN_INPUT_SIZE = 256
+
+
+def _coordinate_channels(size: int, with_r: bool) -> torch.Tensor:
+    """(1, 2 or 3, size, size): row coordinate, column coordinate in [-1, 1], optional radius."""
+    ramp = torch.arange(size, dtype=torch.float32) / (size - 1) * 2 - 1
+    rows = ramp[:, None].expand(size, size)
+    cols = ramp[None, :].expand(size, size)
+    channels = [rows, cols]
+    if with_r:
+        radius = torch.sqrt(rows ** 2 + cols ** 2)
+        channels.append(radius / radius.max())
+    return torch.stack(channels)[None]
+
+
+class CoordConv(nn.Module):
+    """Concatenate fixed coordinate channels, then convolve. Coordinates are not in the state dict."""
+
+    def __init__(self, size: int, in_channels: int, out_channels: int, kernel_size: int,
+                 stride: int = 1, padding: int = 0):
+        super().__init__()
+        self.register_buffer("coords", _coordinate_channels(size, with_r=True), persistent=False)
+        self.conv = nn.Conv2d(in_channels + 3, out_channels, kernel_size, stride, padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        coords = self.coords.expand(x.shape[0], -1, -1, -1).to(x.dtype)
+        return self.conv(torch.cat([x, coords], dim=1))
+
+
+class ConvBlock(nn.Module):
+    """Pre-activation block whose three 3x3 convs (C/2, C/4, C/4) are concatenated to C."""
+
+    def __init__(self, in_planes: int, out_planes: int):
+        super().__init__()
+        half, quarter = out_planes // 2, out_planes // 4
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, half, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(half)
+        self.conv2 = nn.Conv2d(half, quarter, 3, 1, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(quarter)
+        self.conv3 = nn.Conv2d(quarter, quarter, 3, 1, 1, bias=False)
+        self.downsample = None
+        if in_planes != out_planes:
+            self.downsample = nn.Sequential(nn.BatchNorm2d(in_planes), nn.ReLU(True),
+                                            nn.Conv2d(in_planes, out_planes, 1, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out1 = self.conv1(F.relu(self.bn1(x)))
+        out2 = self.conv2(F.relu(self.bn2(out1)))
+        out3 = self.conv3(F.relu(self.bn3(out2)))
+        residual = x if self.downsample is None else self.downsample(x)
+        return torch.cat([out1, out2, out3], dim=1) + residual
+
+
+class HourGlass(nn.Module):
+    def __init__(self, depth: int = 4, features: int = 256):
+        super().__init__()
+        self.depth = depth
+        self.coordconv = CoordConv(64, features, features, kernel_size=1)
+        for level in range(depth, 0, -1):
+            self.add_module(f"b1_{level}", ConvBlock(features, features))
+            self.add_module(f"b2_{level}", ConvBlock(features, features))
+            if level == 1:
+                self.add_module("b2_plus_1", ConvBlock(features, features))
+            self.add_module(f"b3_{level}", ConvBlock(features, features))
+
+    def _level(self, level: int, x: torch.Tensor) -> torch.Tensor:
+        upper = self._modules[f"b1_{level}"](x)
+        lower = self._modules[f"b2_{level}"](F.avg_pool2d(x, 2, stride=2))
+        if level > 1:
+            lower = self._level(level - 1, lower)
+        else:
+            lower = self._modules["b2_plus_1"](lower)
+        lower = self._modules[f"b3_{level}"](lower)
+        return upper + F.interpolate(lower, scale_factor=2, mode="nearest")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._level(self.depth, self.coordconv(x))
+
+
+class FAN(nn.Module):
+    """x in [0, 1], (N, 3, 256, 256) -> heatmaps (N, 99, 64, 64) (98 landmarks + boundary)."""
+
+    def __init__(self, num_landmarks: int = NUM_LANDMARKS):
+        super().__init__()
+        self.conv1 = CoordConv(FAN_INPUT_SIZE, 3, 64, kernel_size=7, stride=2, padding=3)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.conv2 = ConvBlock(64, 128)
+        self.conv3 = ConvBlock(128, 128)
+        self.conv4 = ConvBlock(128, 256)
+        self.m0 = HourGlass(4, 256)
+        self.top_m_0 = ConvBlock(256, 256)
+        self.conv_last0 = nn.Conv2d(256, 256, 1, 1, 0)
+        self.bn_end0 = nn.BatchNorm2d(256)
+        self.l0 = nn.Conv2d(256, num_landmarks + 1, 1, 1, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.avg_pool2d(self.conv2(x), 2, stride=2)
+        x = self.conv4(self.conv3(x))
+        x = self.top_m_0(self.m0(x))
+        x = F.relu(self.bn_end0(self.conv_last0(x)))
+        return self.l0(x)
+
+    def face_masks(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generator input in [-1, 1] (N, 3, S, S) -> two masks (N, 1, 256, 256) in [0, 1]."""
+        x = F.interpolate(x, size=FAN_INPUT_SIZE, mode="bilinear")
+        heatmaps = self(x * 0.5 + 0.5)[:, :-1]  # drop the boundary channel
+        heatmaps = F.interpolate(heatmaps, scale_factor=FAN_INPUT_SIZE // heatmaps.shape[2],
+                                 mode="bilinear", align_corners=True)
+        return heatmaps_to_masks(heatmaps)
+
+
+# Landmark index ranges of the 98-point (WFLW) layout.
+CHIN = (8, 25)
+EYEBROWS = (33, 51)
+NOSE = (51, 55)
+NOSTRILS = (55, 60)
+EYES = (60, 76)
+LIP_UPPER = (77, 82)
+LIP_LOWER = (83, 88)
+LIP_INNER = (88, 96)
+# Channels cleared from the first mask: the outer jaw line and the ends of eyebrows and lips.
+ZEROED = list(range(0, 8)) + list(range(25, 33)) + [33, 46, 76, 82]
+
+
+def _shift_up(x: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Move heatmap content up by ``pixels`` rows (down when negative), wrapping around."""
+    return torch.roll(x, shifts=-pixels, dims=2)
+
+
+def heatmaps_to_masks(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """98 landmark heatmaps (N, 98, H, W) -> (whole-face mask, mask without chin/lips/eyebrows).
+
+    Follows the official post-processing: drop weak responses, min-max normalise each heatmap,
+    move and sharpen the heatmaps of some facial parts, sum them into masks.
+    """
+    n, c, h, w = x.shape
+    x = torch.where(x < 0.1, torch.zeros_like(x), x)
+    flat = x.reshape(n * c, h * w)
+    low = flat.min(dim=1, keepdim=True).values
+    high = flat.max(dim=1, keepdim=True).values
+    x = ((flat - low) / (high - low + 1e-6)).reshape(n, c, h, w)
+
+    scale = h // 256
+    # (range, rows to move up, exponent)
+    part_ops = [(CHIN, 0, 3), (EYEBROWS, -7 * scale, 2), (NOSTRILS, 8 * scale, 4),
+                (LIP_UPPER, -8 * scale, 4), (LIP_LOWER, 8 * scale, 4), (LIP_INNER, -2 * scale, 3)]
+    parts = list(x.unbind(dim=1))
+
+    def replace(span: tuple[int, int], new: torch.Tensor) -> None:
+        parts[span[0]:span[1]] = list(new.unbind(dim=1))
+
+    def stack(span: tuple[int, int]) -> torch.Tensor:
+        return torch.stack(parts[span[0]:span[1]], dim=1)
+
+    for span, rows, power in part_ops:
+        replace(span, _shift_up(stack(span), rows) ** power)
+    zero = torch.zeros_like(parts[0])
+    for index in ZEROED:
+        parts[index] = zero
+    replace((NOSE[0] + 1, NOSE[1]), _shift_up(stack((NOSE[0] + 1, NOSE[1])), 4 * scale))
+    eyes = stack(EYES)
+    replace(EYES, _shift_up(eyes, -8) ** 3 + _shift_up(eyes, -24))
+
+    face = torch.stack(parts, dim=1).sum(dim=1, keepdim=True)
+    for span in (CHIN, (76, 96), EYEBROWS):
+        for index in range(*span):
+            parts[index] = zero
+    inner = torch.stack(parts, dim=1).sum(dim=1, keepdim=True)
+    face = torch.nan_to_num(face, nan=0.0)
+    return face.clamp(0, 1), inner.clamp(0, 1)
