@@ -1,0 +1,147 @@
+"""The PyTorch fp32 reference translator: what every engine is checked against.
+
+Same interface as the runtime ``Translator`` (stargan_rt/runtime.py): pick a target with
+``set_domain`` / ``set_labels`` (v1) or ``set_domain`` + ``set_style`` (v2), then call it with
+uint8 BGR crops at the model's size.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from stargan_rt.bundle import HAIR_COLOURS, Bundle
+from stargan_rt.errors import UserError
+from stargan_rt.imaging import bgr_to_unit_nchw, fit_to_model, unit_nchw_to_bgr
+from stargan_rt.models.build import load_network
+
+# Mean style for truncation is taken over this many latent codes (official value).
+TRUNCATION_SAMPLES = 10_000
+
+
+def latent_for_seed(seed: int, latent_dim: int) -> torch.Tensor:
+    """z ~ N(0, I) of shape (1, latent_dim) from torch's CPU generator seeded with ``seed``."""
+    generator = torch.Generator().manual_seed(int(seed))
+    return torch.randn(1, latent_dim, generator=generator)
+
+
+class TorchTranslator:
+    def __init__(self, bundle_path: str | os.PathLike, device: str = "cpu"):
+        self.bundle = Bundle.open(bundle_path)
+        manifest = self.bundle.manifest
+        self.arch = manifest.arch
+        self.image_size = manifest.image_size
+        self.domains = manifest.domain_names
+        self.device = device
+        self.target = "torch"
+        self.precision = "fp32"
+        self.generator = load_network(self.bundle, "generator", device)
+        self.discriminator = (load_network(self.bundle, "discriminator", device)
+                              if self.bundle.has("discriminator") else None)
+        self._labels: torch.Tensor | None = None   # v1: full target vector, or None
+        self._domain: int | None = None
+        self._style: torch.Tensor | None = None     # v2: (1, style_dim)
+        self._style_request: dict = {"seed": 0, "ref_bgr": None, "psi": 1.0}
+        if self.arch == "v2":
+            self.mapping = load_network(self.bundle, "mapping_network", device)
+            self.style_encoder = load_network(self.bundle, "style_encoder", device)
+            self.fan = None
+            if manifest.config["w_hpf"] > 0:
+                if not self.bundle.has("fan"):
+                    raise UserError(f"{self.bundle.path}: w_hpf > 0 needs the FAN network for "
+                                    "its masks; re-import with --fan wing.ckpt")
+                self.fan = load_network(self.bundle, "fan", device)
+
+    # -- choosing the target -------------------------------------------------------------------
+    def set_domain(self, name: str) -> None:
+        self._domain = self.bundle.domain_index(name)
+        self._labels = None
+        self._style = None
+
+    def set_labels(self, labels) -> None:
+        """v1: the full target attribute vector (c_dim values of 0 / 1)."""
+        if self.arch != "v1":
+            raise UserError("--labels applies to StarGAN v1 models; v2 models take --domain")
+        vector = torch.as_tensor(np.asarray(labels, dtype=np.float32)).reshape(1, -1)
+        if vector.shape[1] != len(self.domains):
+            raise UserError(f"expected {len(self.domains)} labels ({', '.join(self.domains)}), "
+                            f"got {vector.shape[1]}")
+        self._labels = vector
+        self._domain = None
+
+    def set_style(self, seed: int | None = None, ref_bgr: np.ndarray | None = None,
+                  psi: float = 1.0) -> None:
+        """v2: latent-guided (seed, optional truncation psi) or reference-guided (ref image)."""
+        if self.arch != "v2":
+            raise UserError("styles (--seed/--ref/--psi) apply to StarGAN v2 models only")
+        self._style_request = {"seed": 0 if seed is None else seed, "ref_bgr": ref_bgr,
+                               "psi": psi}
+        self._style = None
+
+    # -- translation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def source_labels(self, x: torch.Tensor) -> torch.Tensor:
+        """v1: the source's attributes, estimated by the discriminator's classifier."""
+        if self.discriminator is None:
+            raise UserError(f"{self.bundle.path} has no discriminator to estimate the source's "
+                            "attributes; give the full target vector with --labels A=1,B=0,...")
+        _, logits = self.discriminator(x)
+        return (logits > 0).float()
+
+    def _v1_targets(self, x: torch.Tensor) -> torch.Tensor:
+        if self._labels is not None:
+            return self._labels.expand(x.shape[0], -1).to(self.device)
+        if self._domain is None:
+            raise UserError("no target: give --domain NAME or --labels A=1,B=0,...")
+        labels = self.source_labels(x)
+        name = self.domains[self._domain]
+        if name in HAIR_COLOURS:  # hair colours are exclusive
+            for index, other in enumerate(self.domains):
+                if other in HAIR_COLOURS:
+                    labels[:, index] = 0
+        labels[:, self._domain] = 1
+        return labels
+
+    @torch.no_grad()
+    def style(self) -> torch.Tensor:
+        if self._domain is None:
+            raise UserError("no target domain: give --domain NAME")
+        if self._style is None:
+            self._style = self._compute_style(**self._style_request)
+        return self._style
+
+    def _compute_style(self, seed: int, ref_bgr: np.ndarray | None, psi: float) -> torch.Tensor:
+        y = torch.tensor([self._domain], device=self.device)
+        if ref_bgr is not None:
+            ref = torch.from_numpy(bgr_to_unit_nchw(fit_to_model(ref_bgr, self.image_size)[None]))
+            return self.style_encoder(ref.to(self.device), y)
+        latent_dim = self.bundle.manifest.config["latent_dim"]
+        style = self.mapping(latent_for_seed(seed, latent_dim).to(self.device), y)
+        if psi != 1.0:
+            z = latent_for_seed(0, latent_dim * TRUNCATION_SAMPLES).view(-1, latent_dim)
+            mean = self.mapping(z.to(self.device), y.expand(z.shape[0])).mean(0, keepdim=True)
+            style = torch.lerp(mean, style, psi)
+        return style
+
+    @torch.no_grad()
+    def translate_float(self, x: torch.Tensor) -> torch.Tensor:
+        """float (N, 3, S, S) RGB in [-1, 1] -> raw model output (N, 3, S, S)."""
+        x = x.to(self.device)
+        if self.arch == "v1":
+            return self.generator(x, self._v1_targets(x))
+        masks = self.fan.face_masks(x) if self.fan is not None else None
+        return self.generator(x, self.style().expand(x.shape[0], -1), masks)
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 (N, S, S, 3) BGR crops -> uint8 (N, S, S, 3) BGR translations."""
+        crops = np.asarray(crops)
+        if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (
+                self.image_size, self.image_size, 3):
+            raise UserError(f"expected uint8 crops of shape (N, {self.image_size}, "
+                            f"{self.image_size}, 3), got {crops.dtype} {crops.shape}")
+        out = self.translate_float(torch.from_numpy(bgr_to_unit_nchw(crops)))
+        return unit_nchw_to_bgr(out.cpu().numpy())
+
+    def describe(self) -> str:
+        return f"torch {torch.__version__} fp32 ({self.device})"
