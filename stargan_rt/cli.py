@@ -12,6 +12,8 @@ from stargan_rt.errors import UserError
 # Verb modules, in the order `--help` lists them.
 COMMAND_MODULES = [
     "stargan_rt.commands.info",
+    "stargan_rt.commands.import_ckpt",
+    "stargan_rt.commands.translate",
 ]
 
 
