@@ -38,7 +38,8 @@ def run(args) -> int:
     m = bundle.manifest
     print(f"imported StarGAN {m.arch} ({m.image_size} px) into {bundle.path}")
     print(f"  domains: {', '.join(m.domain_names)}")
-    print(f"  networks: {', '.join(f'{n} ({v['parameters']:,} params)' for n, v in m.networks.items())}")
+    networks = (f"{name} ({entry['parameters']:,} params)" for name, entry in m.networks.items())
+    print(f"  networks: {', '.join(networks)}")
     for note in options.notes:
         print(f"  note: {note}")
     return 0
