@@ -67,6 +67,9 @@ def load_checkpoint(path: str | Path) -> Mapping:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"{path}: truncated or corrupt checkpoint ({first}); download or copy "
                         "it again")
+    except Exception as exc:  # the unpickler raises KeyError, IndexError, ... on arbitrary bytes
+        raise UserError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {exc}); "
+                        "expected a file written by torch.save")
     if not isinstance(obj, Mapping):
         raise UserError(f"{path}: holds a {type(obj).__name__}, not a state dict; expected an "
                         "official StarGAN checkpoint")

@@ -1,0 +1,73 @@
+"""Model definitions: official parameter counts, official state-dict keys, v1 inference norm."""
+import pytest
+import torch
+
+from stargan_rt.models import (FAN, DiscriminatorV1, DiscriminatorV2, GeneratorV1, GeneratorV2,
+                               MappingNetwork, StyleEncoder)
+from stargan_rt.models.fan import heatmaps_to_masks
+
+
+def count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("build, expected", [
+    (lambda: GeneratorV1(c_dim=5), 8_430_528),
+    (lambda: DiscriminatorV1(128, c_dim=5), 44_762_048),
+    (lambda: GeneratorV2(256, w_hpf=1), 43_467_395),
+    (lambda: GeneratorV2(256, w_hpf=0), 33_892_995),
+    (lambda: MappingNetwork(num_domains=2), 2_438_272),
+    (lambda: MappingNetwork(num_domains=3), 3_259_072),
+    (lambda: StyleEncoder(256, num_domains=2), 20_916_928),
+    (lambda: DiscriminatorV2(256, num_domains=2), 20_852_290),
+    (lambda: FAN(), 6_333_603),
+])
+def test_parameter_counts_match_official(build, expected):
+    assert count(build()) == expected
+
+
+def test_official_key_names():
+    g1 = GeneratorV1().state_dict()
+    assert g1["main.0.weight"].shape == (64, 8, 7, 7)
+    assert "main.9.main.0.weight" in g1 and g1["main.15.weight"].shape == (256, 128, 4, 4)
+    assert "main.1.running_mean" in g1  # official IN layers track running stats
+    g2 = GeneratorV2(256, w_hpf=1).state_dict()
+    assert g2["decode.3.norm1.fc.weight"].shape == (1024, 64)
+    assert {"from_rgb.weight", "encode.0.conv1.weight", "to_rgb.0.weight", "hpf.filter"} <= set(g2)
+    f = MappingNetwork(num_domains=2).state_dict()
+    assert "shared.0.weight" in f and "unshared.1.6.weight" in f
+
+
+def test_v1_uses_instance_statistics_at_inference():
+    torch.manual_seed(0)
+    g = GeneratorV1(conv_dim=8, c_dim=3, repeat_num=1)
+    for name, buf in g.named_buffers():
+        if "running_mean" in name:
+            buf.fill_(5.0)  # nonsense running stats must not matter
+    x, c = torch.rand(2, 3, 32, 32) * 2 - 1, torch.tensor([[1.0, 0, 1], [0, 1, 0]])
+    g.eval()
+    with torch.no_grad():
+        out_eval = g(x, c)
+        expected = g.train()(x, c)
+    torch.testing.assert_close(out_eval, expected)
+
+
+def test_v2_generator_with_masks_changes_output_and_shapes():
+    torch.manual_seed(0)
+    g = GeneratorV2(64, style_dim=16, max_conv_dim=64, w_hpf=1, dim_in=16).eval()
+    x, s = torch.rand(1, 3, 64, 64) * 2 - 1, torch.randn(1, 16)
+    masks = (torch.ones(1, 1, 256, 256), torch.ones(1, 1, 256, 256))
+    with torch.no_grad():
+        assert g(x, s).shape == (1, 3, 64, 64)
+        assert not torch.allclose(g(x, s), g(x, s, masks))
+
+
+def test_heatmaps_to_masks_range_and_parts():
+    yy, xx = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
+    torch.manual_seed(0)
+    cx, cy = torch.rand(1, 98, 1, 1) * 200 + 28, torch.rand(1, 98, 1, 1) * 200 + 28
+    heat = torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 72.0)
+    face, inner = heatmaps_to_masks(heat)
+    assert face.shape == inner.shape == (1, 1, 256, 256)
+    assert 0 <= face.min() and face.max() <= 1 and face.mean() > 0.01
+    assert inner.sum() < face.sum()  # the second mask drops chin, lips and eyebrows
