@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create .venv and install stargan-rt with the given extras (default: test).
+# torch is installed first, pinned to the CPU build that lies on the development machines
+# (override with TORCH_SPEC, e.g. TORCH_SPEC="torch" on a machine with its own CUDA build):
+# an unpinned torch would pull a multi-GB CUDA build onto a CPU machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXTRAS="${1:-test}"
+PYTHON="${PYTHON:-python3}"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q "$TORCH_SPEC"
+.venv/bin/python -m pip install -q -e ".[${EXTRAS}]"
