@@ -1,0 +1,120 @@
+"""OpenVINO on the CPU: the fast CPU engine.
+
+Precisions: ``fp32`` runs the fp32 graph with the f32 inference hint; ``fp16`` means the CPU's
+native reduced precision, bf16 where OPTIMIZATION_CAPABILITIES lists BF16 (AMX / AVX512-BF16),
+else f16 where it lists FP16, else f32 (said when chosen); ``int8`` runs the Q/DQ graph (OpenVINO
+maps the Q/DQ pairs onto INT8 kernels). The compiled model is exported
+(``CompiledModel.export_model``) into the engine cache and imported on the next start.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from stargan_rt.backends.base import Engine, TensorSpec, require
+from stargan_rt.errors import UserError
+
+TARGET = "openvino"
+SUFFIX = ".ov.blob"
+DEVICE = "CPU"
+
+
+def _ov():
+    return require("openvino", TARGET)
+
+
+def runtime_version() -> str:
+    return _ov().get_version()
+
+
+def device_name() -> str:
+    return str(_ov().Core().get_property(DEVICE, "FULL_DEVICE_NAME"))
+
+
+def capabilities() -> list[str]:
+    return [str(c) for c in _ov().Core().get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")]
+
+
+def reduced_precision() -> str:
+    """The reduced float precision this CPU runs natively: bf16, else f16, else f32."""
+    caps = capabilities()
+    if "BF16" in caps:
+        return "bf16"
+    if "FP16" in caps:
+        return "f16"
+    return "f32"
+
+
+def inference_hint(precision: str) -> str:
+    if precision == "fp16":
+        return reduced_precision()
+    # int8: the Q/DQ parts run as INT8 kernels; the float parts between them stay f32 (the
+    # normalisation layers are kept out of INT8 for accuracy, so keep them accurate here too).
+    return "f32"
+
+
+def build_options(precision: str) -> str:
+    return "hint=" + inference_hint(precision)
+
+
+def _config(precision: str) -> dict:
+    return {"INFERENCE_PRECISION_HINT": inference_hint(precision)}
+
+
+class OvEngine(Engine):
+    target = TARGET
+
+    def __init__(self, compiled, precision: str, path: Path | None):
+        self.compiled = compiled
+        self.precision = precision
+        self.path = path
+        self.hint = inference_hint(precision)
+        self.inputs = [self._spec(port) for port in compiled.inputs]
+        self.outputs = [self._spec(port) for port in compiled.outputs]
+        self._request = compiled.create_infer_request()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _spec(port) -> TensorSpec:
+        shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+        return TensorSpec(port.get_any_name(), shape, np.dtype(port.get_element_type().to_dtype()))
+
+    def _run(self, feeds):
+        with self._lock:
+            self._request.infer(feeds)
+            return {spec.name: self._request.get_tensor(spec.name).data.copy()
+                    for spec in self.outputs}
+
+    def describe(self) -> str:
+        return f"openvino {runtime_version()} {self.precision} (CPU, {self.hint})"
+
+
+def compile_onnx(onnx_path: Path, precision: str) -> "OvEngine":
+    ov = _ov()
+    core = ov.Core()
+    try:
+        model = core.read_model(str(onnx_path))
+    except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long texts
+        raise UserError(f"{onnx_path}: OpenVINO cannot read this ONNX model ({str(exc)[:300]}); "
+                        "the file is corrupt or truncated: re-export it") from None
+    compiled = core.compile_model(model, DEVICE, _config(precision))
+    return OvEngine(compiled, precision, Path(onnx_path))
+
+
+def compile_to(onnx_path: Path, precision: str, out: Path, log=print) -> None:
+    engine = compile_onnx(onnx_path, precision)
+    blob = engine.compiled.export_model()   # bytes, or a BytesIO in recent releases
+    out.write_bytes(blob.getvalue() if hasattr(blob, "getvalue") else blob)
+
+
+def load(path: Path, precision: str) -> OvEngine:
+    ov = _ov()
+    try:
+        compiled = ov.Core().import_model(Path(path).read_bytes(), DEVICE, _config(precision))
+    except Exception as exc:
+        raise UserError(f"{path}: OpenVINO cannot import this compiled model ({str(exc)[:200]}); "
+                        "it is corrupt or from another OpenVINO version: rebuild it with "
+                        "`stargan-rt build --target openvino`") from None
+    return OvEngine(compiled, precision, Path(path))
