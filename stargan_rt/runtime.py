@@ -168,7 +168,8 @@ def prepare_graphs(bundle: Bundle, target: str, precision: str, cache: EngineCac
 
 def _convert(source: Path, out: Path, precision: str, calib, bundle: Bundle, log: Log) -> Path:
     try:
-        from stargan_rt.export.precision import load_calibration_frames, to_precision
+        from stargan_rt.export.calibration import load_calibration_frames
+        from stargan_rt.export.precision import to_precision
     except ImportError as exc:
         raise UserError(f"precision {precision} needs the precision converter "
                         f"(stargan_rt.export.precision: {exc})") from None

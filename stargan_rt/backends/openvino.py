@@ -88,7 +88,7 @@ class OvEngine(Engine):
                     for spec in self.outputs}
 
     def describe(self) -> str:
-        return f"openvino {runtime_version()} {self.precision} (CPU, {self.hint})"
+        return f"openvino {runtime_version().split('-')[0]} {self.precision} (CPU, {self.hint})"
 
 
 def compile_onnx(onnx_path: Path, precision: str) -> "OvEngine":
