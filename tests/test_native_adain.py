@@ -36,3 +36,25 @@ def test_kernel_matches_cpu_reference_on_gpu(build_dir):
     result = subprocess.run([str(build_dir / "adain_check"), "2", "256", "64", "64"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _tensorrt_root():
+    import os
+    for root in (os.environ.get("TensorRT_ROOT"), "/usr"):
+        if root and (Path(root) / "include" / "NvInferRuntime.h").is_file():
+            return root
+    return None
+
+
+@needs_toolchain
+@pytest.mark.skipif(_tensorrt_root() is None,
+                    reason="TensorRT headers not installed (set TensorRT_ROOT): TensorRT cannot be "
+                           "installed on this machine, so the plugin library is not compiled here")
+def test_tensorrt_plugin_library_builds_and_exports_entry_points(tmp_path):
+    build = tmp_path / "build"
+    subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build), "-DCMAKE_CUDA_ARCHITECTURES=90",
+                    f"-DTensorRT_ROOT={_tensorrt_root()}"], check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", str(build), "-j2"], check=True, capture_output=True)
+    symbols = subprocess.run(["nm", "-D", str(build / "libstargan_adain_plugin.so")],
+                             check=True, capture_output=True, text=True).stdout
+    assert " T getCreators" in symbols and " T setLoggerFinder" in symbols
