@@ -55,6 +55,6 @@ def test_tensorrt_plugin_library_builds_and_exports_entry_points(tmp_path):
     subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build), "-DCMAKE_CUDA_ARCHITECTURES=90",
                     f"-DTensorRT_ROOT={_tensorrt_root()}"], check=True, capture_output=True)
     subprocess.run(["cmake", "--build", str(build), "-j2"], check=True, capture_output=True)
-    symbols = subprocess.run(["nm", "-D", str(build / "libstargan_adain_plugin.so")],
+    symbols = subprocess.run(["nm", "-D", str(build / "libstargan_rt_trt_plugins.so")],
                              check=True, capture_output=True, text=True).stdout
     assert " T getCreators" in symbols and " T setLoggerFinder" in symbols
