@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "stargan_rt.commands.info",
     "stargan_rt.commands.import_ckpt",
     "stargan_rt.commands.translate",
+    "stargan_rt.commands.webcam",
     "stargan_rt.commands.build",
     "stargan_rt.commands.parity",
 ]

@@ -1,0 +1,632 @@
+"""The threaded live pipeline: capture -> faces -> engine -> paste + sinks.
+
+Capture, face detection and inference each run in their own thread; paste-back and the sinks
+run in the calling (main) thread, where OpenCV's window must live. Stages are joined by small
+queues. For cameras and ``--realtime`` the queues hold one frame and drop the OLDEST when full, so
+the newest frame always wins and latency stays bounded; a file otherwise goes through frame by
+frame with blocking queues, none dropped, so a recording has every frame.
+"""
+from __future__ import annotations
+
+import collections
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from stargan_rt.errors import UserError
+from stargan_rt.stream.faces import FaceStage
+from stargan_rt.stream.sources import Source, SourceDied
+
+STAGES = ("capture", "detect", "infer", "paste", "output", "end_to_end")
+# Same defaults as `stargan-rt parity`: fp32 max error <= 2 levels, fp16 >= 40 dB, int8 >= 30 dB.
+PARITY_THRESHOLDS = {"fp32": ("max_abs_err", 2.0), "fp16": ("psnr_db", 40.0),
+                     "int8": ("psnr_db", 30.0)}
+PSNR_CAP = 100.0  # identical outputs (JSON has no infinity)
+
+
+def rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        try:
+            import resource  # noqa: PLC0415 - fallback (peak, not current)
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        except Exception:  # noqa: BLE001
+            return float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics with flat memory
+# ---------------------------------------------------------------------------------------------
+class LatencyHistogram:
+    """Log-spaced histogram (1% bins from 0.01 ms to ~100 s): percentiles in constant memory."""
+
+    LOW, STEP, BINS = 0.01, math.log(1.01), 1700
+
+    def __init__(self):
+        self.counts = np.zeros(self.BINS, np.int64)
+        self.count = 0
+        self.total = 0.0
+        self.max = 0.0
+
+    def add(self, ms: float) -> None:
+        index = 0 if ms <= self.LOW else int(math.log(ms / self.LOW) / self.STEP) + 1
+        self.counts[min(index, self.BINS - 1)] += 1
+        self.count += 1
+        self.total += ms
+        self.max = max(self.max, ms)
+
+    def percentile(self, p: float) -> float | None:
+        if not self.count:
+            return None
+        rank = max(1, math.ceil(p / 100.0 * self.count))
+        index = int(np.searchsorted(np.cumsum(self.counts), rank))
+        value = self.LOW * math.exp(self.STEP * max(0, index - 0.5))
+        return min(value, self.max)
+
+    def summary(self) -> dict:
+        if not self.count:
+            return {"count": 0}
+        return {"count": self.count, "mean": round(self.total / self.count, 3),
+                "p50": round(self.percentile(50), 3), "p95": round(self.percentile(95), 3),
+                "max": round(self.max, 3)}
+
+
+class StageTimes:
+    def __init__(self, window: int = 120):
+        self.window = collections.deque(maxlen=window)
+        self.hist = LatencyHistogram()
+        self.lock = threading.Lock()
+
+    def add(self, ms: float) -> None:
+        with self.lock:
+            self.window.append(ms)
+            self.hist.add(ms)
+
+    def recent(self) -> float | None:
+        with self.lock:
+            return sum(self.window) / len(self.window) if self.window else None
+
+
+class RunStats:
+    def __init__(self, window: int = 120):
+        self.stages = {name: StageTimes(window) for name in STAGES + ("parity",)}
+        self.frames_in = 0
+        self.frames_out = 0
+        self.frames_with_faces = 0
+        self.faces_found = 0
+        self.max_faces = 0
+        self.out_stamps = collections.deque(maxlen=window)
+        self.started = time.perf_counter()
+        self.first_out: float | None = None
+        self.last_out: float | None = None
+        self.rss_start = rss_mb()
+        self.rss_peak = self.rss_start
+        self.rss_samples = collections.deque(maxlen=64)  # (frames_out, MB), every 64 frames
+        self.parity = ParityStats()
+
+    def frame_out(self) -> None:
+        now = time.perf_counter()
+        self.frames_out += 1
+        self.out_stamps.append(now)
+        self.first_out = self.first_out or now
+        self.last_out = now
+        if self.frames_out % 64 == 0:
+            rss = rss_mb()
+            self.rss_peak = max(self.rss_peak, rss)
+            self.rss_samples.append((self.frames_out, round(rss, 1)))
+
+    def fps(self) -> float | None:
+        stamps = list(self.out_stamps)
+        if len(stamps) < 2 or stamps[-1] <= stamps[0]:
+            return None
+        return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+    def live(self) -> dict:
+        fps = self.fps()
+        return {"fps": None if fps is None else round(fps, 2),
+                "frames_in": self.frames_in, "frames_out": self.frames_out,
+                "stage_ms": {k: (None if v.recent() is None else round(v.recent(), 2))
+                             for k, v in self.stages.items()},
+                "parity": self.parity.live()}
+
+
+class ParityStats:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.checks = 0
+        self.faces = 0
+        self.psnr = LatencyHistogram()  # reused as a compact distribution of dB values
+        self.psnr_min: float | None = None
+        self.psnr_last: float | None = None
+        self.max_err = 0
+        self.max_err_last: int | None = None
+        self.warnings = 0
+        self.failed_checks = 0
+        self.threshold: tuple[str, float] | None = None
+        self.error: str | None = None
+
+    def add(self, psnr: float, max_err: int, ok: bool, faces: int) -> None:
+        with self.lock:
+            self.checks += 1
+            self.faces += faces
+            self.psnr.add(psnr)
+            self.psnr_min = psnr if self.psnr_min is None else min(self.psnr_min, psnr)
+            self.psnr_last = psnr
+            self.max_err = max(self.max_err, max_err)
+            self.max_err_last = max_err
+            if not ok:
+                self.failed_checks += 1
+
+    def live(self) -> dict | None:
+        if not self.checks and not self.error:
+            return None
+        return {"checks": self.checks, "psnr_db": self.psnr_last, "max_abs_err": self.max_err_last,
+                "failed": self.failed_checks, "error": self.error}
+
+    def summary(self) -> dict:
+        with self.lock:
+            out: dict[str, Any] = {"checks": self.checks, "faces": self.faces,
+                                   "failed_checks": self.failed_checks, "error": self.error}
+            if self.threshold:
+                out["threshold"] = {"metric": self.threshold[0], "value": self.threshold[1]}
+            if self.checks:
+                out.update(psnr_db={"min": round(self.psnr_min, 2),
+                                    "mean": round(self.psnr.total / self.psnr.count, 2),
+                                    "last": round(self.psnr_last, 2)},
+                           max_abs_err=int(self.max_err),
+                           passed=self.failed_checks == 0 and self.error is None)
+            return out
+
+
+def psnr_and_max_err(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
+    diff = a.astype(np.int16) - b.astype(np.int16)
+    mse = float(np.mean(diff.astype(np.float32) ** 2))
+    psnr = PSNR_CAP if mse == 0 else min(PSNR_CAP, 10.0 * math.log10(255.0 ** 2 / mse))
+    return psnr, int(np.abs(diff).max()) if diff.size else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# queues
+# ---------------------------------------------------------------------------------------------
+_EOS = object()  # end of stream marker; never dropped
+
+
+class DropQueue:
+    """A small queue. ``lossy``: a put on a full queue drops the OLDEST item (newest wins);
+    otherwise a put waits for room (or for the stop event)."""
+
+    def __init__(self, maxsize: int, lossy: bool, stop: threading.Event):
+        self.items: collections.deque = collections.deque()
+        self.maxsize = maxsize
+        self.lossy = lossy
+        self.stop = stop
+        self.cond = threading.Condition()
+        self.dropped = 0
+
+    def put(self, item, final: bool = False) -> bool:
+        with self.cond:
+            if not final:
+                if self.lossy:
+                    while len(self.items) >= self.maxsize:
+                        old = self.items.popleft()
+                        if old is _EOS:  # keep the end marker
+                            self.items.appendleft(old)
+                            break
+                        self.dropped += 1
+                else:
+                    while len(self.items) >= self.maxsize:
+                        if self.stop.is_set():
+                            return False
+                        self.cond.wait(0.1)
+            self.items.append(item)
+            self.cond.notify_all()
+            return True
+
+    def get(self, timeout: float = 0.1):
+        """The next item, ``_EOS``, or None on timeout."""
+        with self.cond:
+            if not self.items:
+                self.cond.wait(timeout)
+                if not self.items:
+                    return None
+            item = self.items.popleft()
+            self.cond.notify_all()
+            return item
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Packet:
+    index: int
+    frame: np.ndarray
+    t0: float
+    faces: list = field(default_factory=list)
+    crops: np.ndarray | None = None
+    translated: np.ndarray | None = None
+    result: np.ndarray | None = None
+
+
+@dataclass
+class Target:
+    """What the engine is translating to: changed live by keys / the web page."""
+    domain: str | None = None
+    labels: tuple | None = None
+    seed: int | None = 0
+    ref_bgr: np.ndarray | None = None
+    psi: float = 1.0
+    version: int = 0
+
+
+class Pipeline:
+    def __init__(self, source: Source, translator, faces: FaceStage, sinks: list | None = None,
+                 *, realtime: bool = False, max_frames: int | None = None,
+                 domain: str | None = None, labels=None, seed: int | None = None,
+                 ref_bgr: np.ndarray | None = None, psi: float = 1.0,
+                 parity_every: int = 0, reference_factory: Callable[[], Any] | None = None,
+                 precision: str = "fp32", log: Callable[[str], None] = print,
+                 model_name: str = "", engine_name: str | None = None):
+        self.source = source
+        self.translator = translator
+        self.faces = faces
+        self.sinks = list(sinks or [])
+        self.realtime = realtime
+        self.lossy = source.live or realtime
+        self.max_frames = max_frames
+        self.parity_every = parity_every
+        self.reference_factory = reference_factory
+        self.precision = precision
+        self.log = log
+        self.model_name = model_name
+        self.arch = getattr(translator, "arch", "v1")
+        self.domains = list(getattr(translator, "domains", []))
+        self.engine = engine_name or _describe(translator)
+        self.stats = RunStats()
+        self.stop_event = threading.Event()
+        self.stop_reason: str | None = None
+        self.error: str | None = None
+        self.exit_code = 0
+        depth = 1 if self.lossy else 2
+        self.q_detect = DropQueue(depth, self.lossy, self.stop_event)
+        self.q_infer = DropQueue(depth, self.lossy, self.stop_event)
+        self.q_out = DropQueue(2 if self.lossy else 2, self.lossy, self.stop_event)
+        self.q_parity = DropQueue(1 if self.lossy else 2, self.lossy, self.stop_event)
+        self.commands: collections.deque = collections.deque()
+        self.view = {"side_by_side": False, "overlay": True}  # window / web page toggles
+        self.target = Target(domain=domain, labels=tuple(labels) if labels is not None else None,
+                             seed=seed, ref_bgr=ref_bgr, psi=psi)
+        self.latest_crops: np.ndarray | None = None
+        self.parity_state = PARITY_THRESHOLDS.get(precision)
+        self.stats.parity.threshold = self.parity_state if parity_every else None
+        self._threads: list[threading.Thread] = []
+        self._parity_thread: threading.Thread | None = None
+        self.started_at = time.time()
+        self.duration = 0.0
+        self._apply_target(self.translator, self.target)
+
+    # -- control (any thread) ------------------------------------------------------------------
+    def request(self, command: str, value=None) -> None:
+        """Queue a live change for the inference thread: ("domain", name), ("style", seed),
+        ("ref_face", None), ("labels", vector)."""
+        self.commands.append((command, value))
+
+    def stop(self, reason: str) -> None:
+        if not self.stop_event.is_set():
+            self.stop_reason = self.stop_reason or reason
+            self.stop_event.set()
+
+    @property
+    def domain(self) -> str | None:
+        return self.target.domain
+
+    def _apply_target(self, translator, target: Target) -> None:
+        if target.labels is not None and hasattr(translator, "set_labels"):
+            translator.set_labels(list(target.labels))
+        elif target.domain is not None:
+            translator.set_domain(target.domain)
+        if self.arch == "v2":
+            translator.set_style(seed=target.seed, ref_bgr=target.ref_bgr, psi=target.psi)
+
+    def _handle_commands(self) -> None:
+        while self.commands:
+            command, value = self.commands.popleft()
+            new = Target(**{**self.target.__dict__})
+            if command == "domain":
+                new.domain, new.labels = str(value), None
+            elif command == "style":
+                new.seed = int(value) if value is not None else int(np.random.randint(2**31))
+                new.ref_bgr = None
+            elif command == "ref_face":
+                if self.latest_crops is None or not len(self.latest_crops):
+                    self.log("no face in view to take as the style reference")
+                    continue
+                new.ref_bgr = self.latest_crops[0].copy()
+            elif command == "labels":
+                new.labels = tuple(value)
+            else:
+                continue
+            if command in ("style", "ref_face") and self.arch != "v2":
+                self.log("styles apply to StarGAN v2 models only; this is a v1 model")
+                continue
+            try:
+                self._apply_target(self.translator, new)
+            except UserError as exc:
+                self.log(f"cannot switch: {exc}")
+                try:
+                    self._apply_target(self.translator, self.target)
+                except UserError:
+                    pass
+                continue
+            new.version = self.target.version + 1
+            self.target = new
+            what = {"domain": f"domain {new.domain}", "style": f"style seed {new.seed}",
+                    "ref_face": "style from the current face", "labels": f"labels {new.labels}"}
+            self.log(f"now translating to {what[command]}")
+
+    # -- threads -------------------------------------------------------------------------------
+    def _guard(self, stage: str, body: Callable[[], None], downstream: DropQueue | None):
+        def run():
+            try:
+                body()
+            except SourceDied as exc:
+                self.error = f"source died: {exc}"
+                self.exit_code = 1
+                self.stop_reason = self.stop_reason or "source died"
+            except UserError as exc:
+                self.error = str(exc)
+                self.exit_code = 2
+                self.stop(f"{stage} failed")
+            except Exception as exc:  # noqa: BLE001 - reported, never a silent hang
+                self.error = f"{stage} failed: {type(exc).__name__}: {exc}"
+                self.exit_code = 1
+                self.stop(f"{stage} failed")
+            finally:
+                if downstream is not None:
+                    downstream.put(_EOS, final=True)
+        thread = threading.Thread(target=run, name=f"stargan-{stage}", daemon=True)
+        self._threads.append(thread)
+        return thread
+
+    def _capture(self) -> None:
+        index = 0
+        t_start = time.perf_counter()
+        period = 1.0 / self.source.fps if self.realtime and not self.source.live and \
+            self.source.fps > 0 else 0.0
+        while not self.stop_event.is_set():
+            if self.max_frames is not None and index >= self.max_frames:
+                self.stop_reason = self.stop_reason or f"--max-frames {self.max_frames} reached"
+                return
+            if period:
+                delay = t_start + index * period - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            t0 = time.perf_counter()
+            frame = self.source.read()
+            if frame is None:
+                self.stop_reason = self.stop_reason or "end of source"
+                return
+            self.stats.stages["capture"].add((time.perf_counter() - t0) * 1000)
+            self.stats.frames_in += 1
+            self.q_detect.put(Packet(index, frame, t0))
+            index += 1
+
+    def _detect(self) -> None:
+        while True:
+            packet = self.q_detect.get()
+            if packet is None:
+                if self.stop_event.is_set():
+                    return
+                continue
+            if packet is _EOS:
+                return
+            t = time.perf_counter()
+            packet.faces, packet.crops = self.faces.crops(packet.frame)
+            self.stats.stages["detect"].add((time.perf_counter() - t) * 1000)
+            self.q_infer.put(packet)
+
+    def _infer(self) -> None:
+        while True:
+            packet = self.q_infer.get()
+            self._handle_commands()
+            if packet is None:
+                if self.stop_event.is_set():
+                    return
+                continue
+            if packet is _EOS:
+                return
+            if packet.crops is not None and len(packet.crops):
+                t = time.perf_counter()
+                packet.translated = self.translator(packet.crops)
+                self.stats.stages["infer"].add((time.perf_counter() - t) * 1000)
+                self.latest_crops = packet.crops
+                if self.parity_every and packet.index % self.parity_every == 0 and \
+                        self._parity_thread is not None and self._parity_thread.is_alive():
+                    style = None
+                    if self.arch == "v2" and callable(getattr(self.translator, "style", None)):
+                        style = np.array(self.translator.style(), dtype=np.float32)
+                    self.q_parity.put((packet.crops, packet.translated, self.target, style))
+            self.q_out.put(packet)
+
+    def _parity(self) -> None:
+        reference, applied = None, None
+        metric, limit = self.parity_state or ("psnr_db", 30.0)
+        while True:
+            job = self.q_parity.get()
+            if job is None:
+                if self.stop_event.is_set():
+                    return
+                continue
+            if job is _EOS:
+                return
+            crops, engine_out, target, style = job
+            try:
+                if reference is None:
+                    self.log("parity: loading the PyTorch reference ...")
+                    reference = self.reference_factory()
+                if applied is not target:
+                    self._apply_target(reference, target)
+                    applied = target
+                if style is not None and hasattr(reference, "_style"):
+                    # v2: the engine draws z with numpy, the reference with torch; compare the
+                    # generator (and FAN) on the engine's own style vector
+                    import torch  # noqa: PLC0415 - parity only
+                    reference._style = torch.from_numpy(style)
+                t = time.perf_counter()
+                ref_out = reference(crops)
+                self.stats.stages["parity"].add((time.perf_counter() - t) * 1000)
+            except Exception as exc:  # noqa: BLE001 - parity must never stop the stream
+                self.stats.parity.error = f"{type(exc).__name__}: {exc}"
+                self.log(f"parity disabled: {self.stats.parity.error}")
+                return
+            psnr, max_err = psnr_and_max_err(engine_out, ref_out)
+            ok = (max_err <= limit) if metric == "max_abs_err" else (psnr >= limit)
+            self.stats.parity.add(psnr, max_err, ok, len(crops))
+            if not ok:
+                self.stats.parity.warnings += 1
+                if self.stats.parity.warnings <= 3 or self.stats.parity.warnings % 50 == 0:
+                    self.log(f"WARNING parity below the {self.precision} threshold: PSNR "
+                             f"{psnr:.1f} dB, max error {max_err} levels (needs {metric} "
+                             f"{'<=' if metric == 'max_abs_err' else '>='} {limit:g})")
+
+    # -- main thread: paste + sinks --------------------------------------------------------------
+    def _output(self, packet: Packet) -> None:
+        t = time.perf_counter()
+        need_source = any(getattr(s, "needs_source", False) for s in self.sinks)
+        source_frame = packet.frame.copy() if need_source and not self.faces.no_face else \
+            packet.frame
+        if packet.translated is not None:
+            result = self.faces.paste(packet.frame, packet.faces, packet.crops, packet.translated)
+        else:
+            result = packet.frame
+        n = 0 if self.faces.no_face else len(packet.faces)
+        if n:
+            self.stats.frames_with_faces += 1
+            self.stats.faces_found += n
+            self.stats.max_faces = max(self.stats.max_faces, n)
+        t1 = time.perf_counter()
+        self.stats.stages["paste"].add((t1 - t) * 1000)
+        for sink in self.sinks:
+            if sink.write(result, source_frame, packet, self) is False:
+                self.stop("quit")
+        t2 = time.perf_counter()
+        self.stats.stages["output"].add((t2 - t1) * 1000)
+        self.stats.stages["end_to_end"].add((t2 - packet.t0) * 1000)
+        self.stats.frame_out()
+
+    def run(self) -> int:
+        """Run until the source ends, a sink quits, max-frames, Ctrl-C or an error."""
+        threads = [self._guard("capture", self._capture, self.q_detect),
+                   self._guard("detect", self._detect, self.q_infer),
+                   self._guard("infer", self._infer, self.q_out)]
+        if self.parity_every and self.reference_factory is not None:
+            self._parity_thread = self._guard("parity", self._parity, None)
+        t_start = time.perf_counter()
+        try:
+            for sink in self.sinks:
+                sink.open(self)
+            for thread in self._threads:
+                thread.start()
+            while True:
+                packet = self.q_out.get(0.1)
+                if packet is _EOS:
+                    break
+                if packet is None:
+                    for sink in self.sinks:  # keep the window responsive while waiting
+                        if getattr(sink, "idle", None) and sink.idle(self) is False:
+                            self.stop("quit")
+                    if self.stop_event.is_set() and not threads[2].is_alive():
+                        break
+                    continue
+                self._output(packet)
+                if self.stop_event.is_set() and self.stop_reason in ("quit", "stopped"):
+                    break
+        except KeyboardInterrupt:
+            self.stop("interrupted (Ctrl-C)")
+        finally:
+            self._finish(t_start)
+        return self.exit_code
+
+    def _finish(self, t_start: float) -> None:
+        previous = None
+        try:  # a second Ctrl-C must not cut the recording's finalisation short
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except ValueError:  # not the main thread
+            pass
+        try:
+            if not self.stop_event.is_set() and self._parity_thread is not None:
+                # a natural end: let the queued parity checks finish so the figures are complete
+                self.q_parity.put(_EOS, final=True)
+                self._parity_thread.join(timeout=120.0)
+            self.stop(self.stop_reason or "end of source")
+            for q in (self.q_detect, self.q_infer, self.q_out, self.q_parity):
+                q.put(_EOS, final=True)
+            for thread in self._threads:
+                if thread.ident is not None:
+                    thread.join(timeout=2.0)
+            self.duration = time.perf_counter() - t_start
+            for sink in self.sinks:
+                try:
+                    sink.close(self)
+                except Exception as exc:  # noqa: BLE001 - close the others anyway
+                    self.log(f"closing {type(sink).__name__} failed: {exc}")
+                    self.exit_code = self.exit_code or 1
+            try:
+                self.source.close()
+            except Exception:  # noqa: BLE001
+                pass
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+    # -- reporting -----------------------------------------------------------------------------
+    def dropped(self) -> dict:
+        return {"capture->detect": self.q_detect.dropped, "detect->infer": self.q_infer.dropped,
+                "infer->output": self.q_out.dropped, "parity_skipped": self.q_parity.dropped}
+
+    def summary(self) -> dict:
+        s = self.stats
+        span = (s.last_out - s.first_out) if s.first_out and s.last_out else 0.0
+        drops = self.dropped()
+        return {
+            "model": self.model_name, "arch": self.arch, "engine": self.engine,
+            "precision": self.precision, "domain": self.target.domain,
+            "labels": list(self.target.labels) if self.target.labels else None,
+            "style": ({"seed": self.target.seed, "psi": self.target.psi,
+                       "reference": self.target.ref_bgr is not None}
+                      if self.arch == "v2" else None),
+            "source": self.source.info(), "mode": "live (drop oldest)" if self.lossy else
+            "every frame", "no_face": self.faces.no_face,
+            "frames_in": s.frames_in, "frames_out": s.frames_out,
+            "frames_dropped": sum(v for k, v in drops.items() if k != "parity_skipped"),
+            "dropped_by_queue": drops,
+            "frames_with_faces": s.frames_with_faces, "faces_found": s.faces_found,
+            "max_faces_in_frame": s.max_faces,
+            "fps": round((s.frames_out - 1) / span, 2) if span > 0 else None,
+            "fps_last_window": None if s.fps() is None else round(s.fps(), 2),
+            "duration_s": round(self.duration, 3),
+            "latency_ms": {k: v.hist.summary() for k, v in s.stages.items() if v.hist.count},
+            "parity": s.parity.summary() if self.parity_every else None,
+            "memory_mb": {"rss_start": round(s.rss_start, 1), "rss_end": round(rss_mb(), 1),
+                          "rss_peak": round(max(s.rss_peak, rss_mb()), 1),
+                          "samples": list(s.rss_samples)},
+            "stop_reason": self.stop_reason, "error": self.error, "exit_code": self.exit_code,
+        }
+
+
+def _describe(translator) -> str:
+    describe = getattr(translator, "describe", None)
+    if callable(describe):
+        try:
+            return str(describe())
+        except Exception:  # noqa: BLE001
+            pass
+    target = getattr(translator, "target", None) or type(translator).__name__
+    precision = getattr(translator, "precision", "")
+    return f"{target} {precision}".strip()
