@@ -16,7 +16,6 @@ mapping network and style encoder stay fp32 (cheap, or computed once, and accura
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,13 +87,6 @@ def resolve_target(target: str, log: Log = print) -> str:
 
 
 # -- ONNX graphs for a build -----------------------------------------------------------------------
-def _export_module():
-    if importlib.util.find_spec("torch") is None:
-        return None
-    import stargan_rt.export as export
-    return export
-
-
 def _calib_id(calib) -> str:
     if calib is None:
         return "demo"
@@ -130,8 +122,7 @@ def prepare_graphs(bundle: Bundle, target: str, precision: str, cache: EngineCac
     fp32 = {net: folder / f"{net}.{io}.fp32.onnx" for net in networks}
     missing = [net for net, path in fp32.items() if not path.is_file()]
     if missing:
-        export = _export_module()
-        if export is None:
+        if not _torch_available():
             raise UserError(f"no exported ONNX for {', '.join(missing)} of {bundle.path} in the "
                             f"engine cache {cache.root}, and exporting needs torch: "
                             "pip install 'stargan-rt[export]' (or copy the cache from a machine "
@@ -141,35 +132,44 @@ def prepare_graphs(bundle: Bundle, target: str, precision: str, cache: EngineCac
         except OSError as exc:
             from stargan_rt.backends.cache import _disk_error
             raise _disk_error(folder, exc, cache.root) from None
-        made = export.export_bundle(bundle.path, folder, io=io, networks=missing, log=log)
+        from stargan_rt.export import export_bundle
+
+        made = export_bundle(bundle.path, folder, io=io, networks=missing, log=log)
         for net, path in made.items():
             if Path(path) != fp32[net]:
                 os.replace(path, fp32[net])
     paths, notes = {}, []
     for net in networks:
         want = network_precision(net, precision)
-        source = fp32[net]
-        if target == "openvino" and want == "fp16":
-            # OpenVINO converts the fp32 graph itself (bf16 / f16 inference hint).
-            want_path = source
-        elif want == "fp32":
-            want_path = source
-        else:
-            suffix = want if want != "int8" else f"int8-{_calib_id(calib)}"
-            want_path = folder / f"{net}.{io}.{suffix}.onnx"
-            if not want_path.is_file():
-                want_path = _convert(source, want_path, want, calib, bundle, log)
+        fuse = False
         if target == "tensorrt" and net == "generator" and bundle.manifest.arch == "v2":
-            want_path, note = _tensorrt_adain(want_path, log)
+            fuse, note = _tensorrt_adain_plugin()
             notes.append(note)
-        paths[net] = want_path
+        if want == "fp32" and not fuse or target == "openvino" and want == "fp16":
+            # OpenVINO converts the fp32 graph itself (bf16 / f16 inference hint).
+            paths[net] = fp32[net]
+            continue
+        suffix = want if want != "int8" else f"int8-{_calib_id(calib)}"
+        path = folder / f"{net}.{io}.{suffix}{'.fused' if fuse else ''}.onnx"
+        if not path.is_file():
+            _convert(fp32[net], path, want, fuse, calib, bundle, log)
+        paths[net] = path
     return GraphSet(paths, notes)
 
 
-def _convert(source: Path, out: Path, precision: str, calib, bundle: Bundle, log: Log) -> Path:
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401  (only to know whether exporting is possible)
+    except ImportError:
+        return False
+    return True
+
+
+def _convert(source: Path, out: Path, precision: str, fuse: bool, calib, bundle: Bundle,
+             log: Log) -> None:
     try:
         from stargan_rt.export.calibration import load_calibration_frames
-        from stargan_rt.export.precision import to_precision
+        from stargan_rt.export.precision import prepare_graph
     except ImportError as exc:
         raise UserError(f"precision {precision} needs the precision converter "
                         f"(stargan_rt.export.precision: {exc})") from None
@@ -177,25 +177,21 @@ def _convert(source: Path, out: Path, precision: str, calib, bundle: Bundle, log
     if precision == "int8":
         frames = load_calibration_frames(calib, bundle.manifest.image_size)
         log(f"calibrating int8 on {len(frames)} frames from {calib or 'the built-in demo data'}")
-    return Path(to_precision(source, out, precision, calib_frames=frames))
+    _, fused = prepare_graph(source, out, precision, fuse=fuse, calib_frames=frames)
+    if fuse:
+        log(f"tensorrt: fused {fused} AdaIN blocks into plugin nodes -> {out.name}")
 
 
-def _tensorrt_adain(path: Path, log: Log) -> tuple[Path, str]:
-    """The fused AdaIN graph when the TensorRT plugin library is there, else the unfused one."""
+def _tensorrt_adain_plugin() -> tuple[bool, str]:
+    """Use the fused AdaIN graph when the TensorRT plugin library is there, else the unfused."""
     from stargan_rt.backends import tensorrt as trt_backend
 
     libs = trt_backend.plugin_libraries()
     if not libs:
-        return path, (f"tensorrt: AdaIN plugin library not found (set {trt_backend.PLUGIN_ENV} "
-                      f"or build {trt_backend.PLUGIN_LIBRARY}); using the unfused graph "
-                      "(InstanceNorm + Mul + Add)")
-    from stargan_rt.export.fusion import fuse_adain
-
-    fused = path.with_name(path.stem + ".fused.onnx")
-    if not fused.is_file():
-        count = fuse_adain(path, fused)
-        log(f"tensorrt: fused {count} AdaIN blocks into plugin nodes -> {fused.name}")
-    return fused, f"tensorrt: AdaIN plugin from {libs[0]}; using the fused graph"
+        return False, (f"tensorrt: AdaIN plugin library not found (set {trt_backend.PLUGIN_ENV} "
+                       f"or build {trt_backend.PLUGIN_LIBRARY}); using the unfused graph "
+                       "(InstanceNormalization + Mul + Add)")
+    return True, f"tensorrt: AdaIN plugin from {libs[0]}; using the fused graph"
 
 
 def build_engines(model=None, target: str = "auto", precision: str = "fp32", cache_dir=None,

@@ -24,7 +24,6 @@ import ast
 import re
 import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
