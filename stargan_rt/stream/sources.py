@@ -13,8 +13,12 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
+# FFmpeg's own log lines ("moov atom not found") would precede our one-line errors
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 from stargan_rt.errors import UserError
 from stargan_rt.imaging import IMAGE_SUFFIXES

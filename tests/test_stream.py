@@ -1,0 +1,283 @@
+"""Live runtime: sources, faces, pipeline, recording, stats, source failures, memory soak."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from stargan_rt.errors import UserError
+from stargan_rt.stream.faces import FaceStage, feather_mask, square_for
+from stargan_rt.stream.pipeline import DropQueue, LatencyHistogram, Pipeline, rss_mb
+from stargan_rt.stream.sinks import CallbackSink, RecordSink, handle_key, parse_serve
+from stargan_rt.stream.sources import SAMPLE_VIDEO, open_source
+from stargan_rt.stream.synthetic import write_video
+
+from stream_testlib import (FakeTranslator, ListSource, count_video_frames, face_frames, run_cli,
+                            tiny_v1_bundle)
+
+N_FRAMES = 30
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return face_frames(N_FRAMES)
+
+
+@pytest.fixture(scope="module")
+def face_video(tmp_path_factory, frames):
+    path = tmp_path_factory.mktemp("video") / "faces.mp4"
+    assert write_video(path, frames, fps=20.0) == N_FRAMES
+    return path
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return tiny_v1_bundle(tmp_path_factory.mktemp("model") / "tiny-v1")
+
+
+class Keep:
+    """Sink keeping (result, source, squares) of every frame."""
+    needs_source = True
+
+    def __init__(self):
+        self.items = []
+
+    def open(self, pipeline):
+        pass
+
+    def write(self, result, source, packet, pipeline):
+        self.items.append((result.copy(), source.copy(), [f.square for f in packet.faces]))
+
+    def close(self, pipeline):
+        pass
+
+
+# -- units ------------------------------------------------------------------------------------
+def test_drop_queue_drops_oldest_and_keeps_end_marker():
+    stop = threading.Event()
+    q = DropQueue(1, lossy=True, stop=stop)
+    for i in range(5):
+        q.put(i)
+    assert q.dropped == 4 and q.get() == 4 and q.get(0.01) is None
+    blocking = DropQueue(1, lossy=False, stop=stop)
+    blocking.put("a")
+    stop.set()
+    assert blocking.put("b") is False and blocking.dropped == 0  # waits, never drops
+
+
+def test_latency_histogram_percentiles():
+    h = LatencyHistogram()
+    values = np.random.default_rng(0).uniform(1, 100, 5000)
+    for v in values:
+        h.add(float(v))
+    for p in (50, 95):
+        assert abs(h.percentile(p) - np.percentile(values, p)) / np.percentile(values, p) < 0.02
+
+
+def test_parse_serve_defaults_to_loopback():
+    assert parse_serve("8080") == ("127.0.0.1", 8080)
+    assert parse_serve(":9000") == ("127.0.0.1", 9000)
+    assert parse_serve("0.0.0.0:80") == ("0.0.0.0", 80)
+    with pytest.raises(UserError):
+        parse_serve("localhost:http")
+
+
+def test_feather_mask_is_zero_at_border():
+    m = feather_mask(64)
+    assert m[0].max() == 0 and m[:, -1].max() == 0 and m[32, 32] > 0.99
+
+
+def test_sample_video_ships_with_a_face():
+    assert SAMPLE_VIDEO.is_file() and SAMPLE_VIDEO.stat().st_size < 500_000
+    source = open_source("sample")
+    stage = FaceStage(64)
+    found = n = 0
+    while (frame := source.read()) is not None:
+        n += 1
+        found += bool(stage.crops(frame)[0])
+    assert n >= 60 and found >= 0.9 * n
+
+
+# -- end to end on a real photograph turned into video ----------------------------------------
+def test_faces_translated_and_everything_else_untouched(face_video):
+    translator = FakeTranslator()
+    keep = Keep()
+    pipeline = Pipeline(open_source(str(face_video)), translator, FaceStage(64), [keep],
+                        domain="Invert", log=lambda m: None)
+    assert pipeline.run() == 0
+    s = pipeline.summary()
+    assert s["frames_in"] == s["frames_out"] == N_FRAMES == len(keep.items)
+    assert s["frames_dropped"] == 0 and s["stop_reason"] == "end of source"
+    assert s["frames_with_faces"] >= 0.9 * N_FRAMES and s["max_faces_in_frame"] == 1
+    assert all(b == 1 for b in translator.batch_sizes)
+    for result, source, squares in keep.items:
+        inside = np.zeros(result.shape[:2], bool)
+        for x0, y0, side in squares:
+            inside[max(0, int(np.floor(y0)) - 1):int(np.ceil(y0 + side)) + 1,
+                   max(0, int(np.floor(x0)) - 1):int(np.ceil(x0 + side)) + 1] = True
+        assert np.array_equal(result[~inside], source[~inside])  # outside the faces: untouched
+        for x0, y0, side in squares:  # the face centre is translated (inverted)
+            cx, cy, r = int(x0 + side / 2), int(y0 + side / 2), int(side / 6)
+            diff = np.abs(result[cy - r:cy + r, cx - r:cx + r].astype(int) -
+                          source[cy - r:cy + r, cx - r:cx + r].astype(int)).mean()
+            assert diff > 40
+
+
+def test_crop_framing_follows_the_face(frames):
+    stage = FaceStage(64)
+    faces, crops = stage.crops(frames[0])
+    assert len(faces) == 1 and crops.shape == (1, 64, 64, 3)
+    x, y, w, h = faces[0].box
+    x0, y0, side = square_for(faces[0].box, stage.framing)
+    assert side == pytest.approx(2.0 * w) and x0 < x and y0 < y  # CelebA-like: face + hair
+
+
+def test_boxes_are_smooth_on_a_still_face(frames):
+    stage = FaceStage(64, every=1)
+    boxes = [stage.crops(frames[0])[0][0].box for _ in range(12)]
+    assert np.ptp(np.array(boxes), axis=0).max() < 0.5  # no jitter on identical frames
+
+
+def test_no_face_translates_the_whole_frame(frames):
+    keep = Keep()
+    pipeline = Pipeline(ListSource(frames[:5]), FakeTranslator(), FaceStage(64, no_face=True),
+                        [keep], domain="Invert", log=lambda m: None)
+    assert pipeline.run() == 0 and len(keep.items) == 5
+    result, source, _ = keep.items[0]
+    assert result.shape == source.shape
+    assert np.abs(result.astype(int) - (255 - source.astype(int))).mean() < 30
+
+
+def test_live_source_drops_oldest_and_bounds_latency(frames):
+    source = ListSource(frames, live=True, fps=200, repeat=4)  # 120 frames at 200 fps
+    pipeline = Pipeline(source, FakeTranslator(delay=0.03), FaceStage(64), [],
+                        domain="Invert", log=lambda m: None)
+    assert pipeline.run() == 0
+    s = pipeline.summary()
+    assert s["mode"].startswith("live")
+    assert s["frames_in"] == 120 and 3 <= s["frames_out"] < s["frames_in"]
+    assert s["frames_dropped"] == s["frames_in"] - s["frames_out"]
+    # newest frame wins: latency stays near a few frames' work, not the whole backlog (~3.6 s)
+    assert s["latency_ms"]["end_to_end"]["p95"] < 1500
+
+
+def test_realtime_paces_a_file(face_video):
+    t = time.perf_counter()
+    pipeline = Pipeline(open_source(str(face_video)), FakeTranslator(), FaceStage(64), [],
+                        realtime=True, max_frames=12, domain="Invert", log=lambda m: None)
+    assert pipeline.run() == 0
+    assert time.perf_counter() - t >= 11 / 20.0 - 0.05  # 20 fps file
+
+
+def test_source_dying_mid_stream_stops_cleanly(frames, tmp_path):
+    out = tmp_path / "rec.mp4"
+    source = ListSource(frames, die_after=8)
+    pipeline = Pipeline(source, FakeTranslator(), FaceStage(64), [RecordSink(out)],
+                        domain="Invert", log=lambda m: None)
+    worker = threading.Thread(target=pipeline.run, daemon=True)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "pipeline hung after the source died"
+    s = pipeline.summary()
+    assert s["exit_code"] == 1 and "camera unplugged" in s["error"]
+    assert s["frames_out"] == 8 and source.closed
+    assert count_video_frames(out) == 8  # the recording was finalised
+
+
+def test_keys_and_live_domain_switch(frames):
+    translator = FakeTranslator()
+    seen = []
+
+    def on_frame(result, source, packet, pipeline):
+        seen.append(pipeline.target.domain)
+        if packet.index == 3:
+            assert handle_key(pipeline, "d")          # next domain
+            pipeline.view["overlay"] = True
+        if packet.index == 12:
+            return handle_key(pipeline, "q")           # quit
+    pipeline = Pipeline(ListSource(frames), translator, FaceStage(64), [CallbackSink(on_frame)],
+                        domain="Invert", log=lambda m: None)
+    assert pipeline.run() == 0
+    assert pipeline.stop_reason == "quit" and len(seen) == 13
+    assert seen[0] == "Invert" and seen[-1] == "Dark" and translator.domain == "Dark"
+
+
+def test_memory_flat_over_a_soak(frames):
+    small = [cv2.resize(f, (160, 120), interpolation=cv2.INTER_AREA) for f in frames]
+    marks = {}
+
+    def on_frame(result, source, packet, pipeline):
+        if packet.index in (500, 2999):
+            marks[packet.index] = rss_mb()
+    pipeline = Pipeline(ListSource(small, repeat=100), FakeTranslator(), FaceStage(64),
+                        [CallbackSink(on_frame)], domain="Invert", log=lambda m: None)
+    assert pipeline.run() == 0
+    s = pipeline.summary()
+    assert s["frames_out"] == 3000 and s["frames_with_faces"] > 2000
+    assert marks[2999] - marks[500] < 15, marks  # MB between frame 500 and 3000
+
+
+# -- the command line, with the real engine path (OpenVINO / ONNX Runtime) --------------------
+def test_webcam_command_records_and_writes_stats(bundle, face_video, tmp_path):
+    out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
+    r = run_cli("webcam", "--model", bundle, "--domain", "Blond_Hair", "--source", face_video,
+                "--headless", "--record", out, "--stats", stats, "--parity-every", 10,
+                "--cache-dir", tmp_path / "cache")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    s = json.loads(stats.read_text())
+    assert s["frames_in"] == s["frames_out"] == N_FRAMES and s["frames_dropped"] == 0
+    assert s["frames_with_faces"] >= 0.9 * N_FRAMES and s["domain"] == "Blond_Hair"
+    for stage in ("capture", "detect", "infer", "paste", "end_to_end"):
+        assert s["latency_ms"][stage]["p50"] <= s["latency_ms"][stage]["p95"]
+    assert s["parity"]["checks"] == 3 and s["parity"]["passed"], s["parity"]
+    assert s["parity"]["max_abs_err"] <= 2
+    assert count_video_frames(out) == N_FRAMES
+    assert not list(tmp_path.glob(".*partial*"))  # no temp file left behind
+
+
+def test_webcam_image_folder_dying_mid_stream(bundle, frames, tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(frames[:16]):
+        cv2.imwrite(str(folder / f"{i:04d}.png"), frame)
+    (folder / "0010.png").write_bytes(b"\x89PNG truncated")
+    out = tmp_path / "rec.mp4"
+    r = run_cli("webcam", "--model", bundle, "--domain", "Smiling", "--source",
+                folder / "%04d.png", "--headless", "--record", out,
+                "--cache-dir", tmp_path / "cache")
+    assert r.returncode == 1, r.stderr
+    assert "source died" in r.stderr and "0010.png" in r.stderr and "Traceback" not in r.stderr
+    assert count_video_frames(out) == 10
+
+
+@pytest.mark.parametrize("case", ["camera", "garbage", "missing", "domain", "truncated"])
+def test_webcam_bad_sources_fail_clearly(bundle, face_video, tmp_path, case):
+    args = ["webcam", "--model", bundle, "--headless", "--cache-dir", tmp_path / "cache"]
+    if case == "camera":
+        args += ["--source", "37"]
+        expect = "no camera at index 37"
+    elif case == "garbage":
+        bad = tmp_path / "bad.mp4"
+        bad.write_bytes(b"not a video at all" * 100)
+        args += ["--source", bad]
+        expect = "bad.mp4: cannot"
+    elif case == "truncated":
+        cut = tmp_path / "cut.mp4"
+        cut.write_bytes(face_video.read_bytes()[:5000])
+        args += ["--source", cut]
+        expect = "cut.mp4: cannot"
+    elif case == "missing":
+        args += ["--source", tmp_path / "nope.mp4"]
+        expect = "no such file"
+    else:
+        args += ["--source", face_video, "--domain", "purple"]
+        expect = "unknown domain"
+    r = run_cli(*args, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert expect in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()[-1]) > 20
