@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System packages the stream tests use: Debian's Chromium + ChromeDriver (the served page is
-# loaded in real headless Chromium) and Xvfb (the OpenCV window on a virtual display).
+# loaded in real headless Chromium) Xvfb + xdotool (the OpenCV window on a virtual display, driven by real key presses).
 # Idempotent: installs only what is missing. Needs root or passwordless sudo; without either it
 # says so and the tests that need these packages skip with that reason.
 set -euo pipefail
@@ -8,8 +8,9 @@ need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v Xvfb >/dev/null 2>&1 || need+=(xvfb)
+command -v xdotool >/dev/null 2>&1 || need+=(xdotool)
 if [ ${#need[@]} -eq 0 ]; then
-    echo "install-test-deps: chromium, chromedriver and Xvfb already installed"
+    echo "install-test-deps: chromium, chromedriver, Xvfb and xdotool already installed"
     exit 0
 fi
 if [ "$(id -u)" -eq 0 ]; then

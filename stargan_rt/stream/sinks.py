@@ -113,6 +113,13 @@ class WindowSink:
         if pipeline.view["overlay"]:
             image = draw_overlay(image.copy() if image is result else image,
                                  overlay_lines(pipeline))
+        if not self.shown:  # start at the frame's own size (at most 1280 px wide)
+            scale = min(1.0, 1280 / image.shape[1])
+            try:
+                cv2.resizeWindow(self.title, int(image.shape[1] * scale),
+                                 int(image.shape[0] * scale))
+            except cv2.error:
+                pass
         cv2.imshow(self.title, image)
         self.shown = True
         return self._keys(pipeline, cv2.waitKey(1))
