@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "stargan_rt.commands.webcam",
     "stargan_rt.commands.build",
     "stargan_rt.commands.parity",
+    "stargan_rt.commands.data",
 ]
 
 
