@@ -281,3 +281,55 @@ def test_webcam_bad_sources_fail_clearly(bundle, face_video, tmp_path, case):
     assert r.returncode == 2, r.stderr
     assert expect in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()[-1]) > 20
+
+
+def test_v2_style_keys_seed_and_face_reference(frames):
+    class FakeV2(FakeTranslator):
+        arch = "v2"
+
+        def __init__(self):
+            super().__init__(("neutral", "smiling"))
+            self.styles = []
+
+        def set_style(self, seed=None, ref_bgr=None, psi=1.0):
+            self.styles.append((seed, None if ref_bgr is None else ref_bgr.shape, psi))
+
+    translator = FakeV2()
+
+    def on_frame(result, source, packet, pipeline):
+        if packet.index == 2:
+            handle_key(pipeline, "n")   # new random style
+        if packet.index == 6:
+            handle_key(pipeline, "r")   # the current face becomes the reference
+    pipeline = Pipeline(ListSource(frames[:12]), translator, FaceStage(64, arch="v2"),
+                        [CallbackSink(on_frame)], domain="smiling", seed=5, psi=0.7,
+                        log=lambda m: None)
+    assert pipeline.run() == 0
+    assert translator.styles[0] == (5, None, 0.7)
+    assert translator.styles[1][0] != 5 and translator.styles[1][1] is None
+    assert translator.styles[-1][1] == (64, 64, 3)  # a face crop at the model's framing
+    assert pipeline.summary()["style"]["reference"] is True
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupt_finalises_recording_and_stats(bundle, tmp_path, sig):
+    import signal
+    import subprocess
+    import sys
+    out, stats = tmp_path / "out.mp4", tmp_path / "s.json"
+    proc = subprocess.Popen([sys.executable, "-m", "stargan_rt.cli", "webcam", "--model",
+                             str(bundle), "--domain", "Smiling", "--source", "sample", "--loop",
+                             "--headless", "--realtime", "--record", str(out), "--stats",
+                             str(stats), "--cache-dir", str(tmp_path / "cache")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out.parent / ".out.partial.mp4").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    s = json.loads(stats.read_text())
+    assert s["stop_reason"].startswith("interrupted" if sig == "SIGINT" else "terminated")
+    assert count_video_frames(out) == s["frames_out"] > 5
