@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from stargan_rt.errors import UserError
-from stargan_rt.stream.faces import FaceStage, feather_mask, square_for
+from stargan_rt.stream.faces import FaceStage, feather_mask, square_bounds, square_for
 from stargan_rt.stream.pipeline import DropQueue, LatencyHistogram, Pipeline, rss_mb
 from stargan_rt.stream.sinks import CallbackSink, RecordSink, handle_key, parse_serve
 from stargan_rt.stream.sources import SAMPLE_VIDEO, open_source
@@ -116,11 +116,11 @@ def test_faces_translated_and_everything_else_untouched(face_video):
     assert all(b == 1 for b in translator.batch_sizes)
     for result, source, squares in keep.items:
         inside = np.zeros(result.shape[:2], bool)
-        for x0, y0, side in squares:
-            inside[max(0, int(np.floor(y0)) - 1):int(np.ceil(y0 + side)) + 1,
-                   max(0, int(np.floor(x0)) - 1):int(np.ceil(x0 + side)) + 1] = True
+        for square in squares:
+            x0, y0, x1, y1 = square_bounds(square, result.shape)
+            inside[y0:y1, x0:x1] = True
         assert np.array_equal(result[~inside], source[~inside])  # outside the faces: untouched
-        for x0, y0, side in squares:  # the face centre is translated (inverted)
+        for x0, y0, side, _ in squares:  # the face centre is translated (inverted)
             cx, cy, r = int(x0 + side / 2), int(y0 + side / 2), int(side / 6)
             diff = np.abs(result[cy - r:cy + r, cx - r:cx + r].astype(int) -
                           source[cy - r:cy + r, cx - r:cx + r].astype(int)).mean()
@@ -132,8 +132,28 @@ def test_crop_framing_follows_the_face(frames):
     faces, crops = stage.crops(frames[0])
     assert len(faces) == 1 and crops.shape == (1, 64, 64, 3)
     x, y, w, h = faces[0].box
-    x0, y0, side = square_for(faces[0].box, stage.framing)
+    x0, y0, side, _ = square_for(faces[0].box, stage.framing)
     assert side == pytest.approx(2.0 * w) and x0 < x and y0 < y  # CelebA-like: face + hair
+
+
+def test_crops_are_levelled_like_celeba_aligned_photos():
+    from stream_testlib import astronaut_bgr
+    photo = astronaut_bgr()
+    upright = FaceStage(128, every=1, align=False).crops(photo)[1][0].astype(float)
+    turned = cv2.warpAffine(photo, cv2.getRotationMatrix2D((225, 115), -10, 1.0), (512, 512),
+                            borderMode=cv2.BORDER_REFLECT)
+    aligned = FaceStage(128, every=1)
+    for _ in range(6):
+        faces, crops = aligned.crops(turned)
+    plain = FaceStage(128, every=1, align=False).crops(turned)[1][0].astype(float)
+    assert 5 < faces[0].square[3] < 15  # the roll the eyes show
+    assert np.abs(crops[0] - upright).mean() < 0.7 * np.abs(plain - upright).mean()
+    # pasting a turned crop back touches nothing outside its turned square
+    out = aligned.paste(turned.copy(), faces, crops, 255 - crops)
+    x0, y0, x1, y1 = square_bounds(faces[0].square, turned.shape)
+    outside = np.ones(turned.shape[:2], bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(out[outside], turned[outside])
 
 
 def test_boxes_are_smooth_on_a_still_face(frames):

@@ -1,9 +1,10 @@
 """Faces: detection (Haar cascade) every k frames, template tracking in between, temporal box
 smoothing, crops framed like the model's training data, and feathered, colour-matched paste-back.
 
-Boxes are (x, y, w, h) floats in frame pixels. A crop is the square ``(x0, y0, side)`` that the
-framing derives from a face box, resampled to the model's size with one ``warpAffine`` (which
-also pads with replicated edges where the square leaves the frame).
+Boxes are (x, y, w, h) floats in frame pixels. A crop is the square ``(x0, y0, side, angle)``
+that the framing derives from a face box (turned by the head's roll so the eyes are level, as in
+CelebA's aligned photos), resampled to the model's size with one ``warpAffine`` (which also pads
+with replicated edges where the square leaves the frame).
 """
 from __future__ import annotations
 
@@ -60,20 +61,15 @@ class HaarDetector:
         self.min_weight = min_weight
         self.eyes = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_eye.xml")
 
-    def verify(self, grey: np.ndarray, box_small, weight: float, strong: float = 6.0) -> bool:
+    def verify(self, frame: np.ndarray, box, weight: float, strong: float = 6.0) -> bool:
         """A new face needs a confident detection and an eye in its upper part (or a very
         confident detection): the frontal cascade alone fires on collars and neck rings."""
         if weight < self.min_weight:
             return False
-        if weight >= strong or self.eyes.empty():
+        if weight >= strong:
             return True
-        x, y, w, h = (int(round(v)) for v in box_small)
-        x0, y0 = max(0, x), max(0, y)
-        upper = grey[y0:max(y0, y + h * 6 // 10), x0:max(x0, x + w)]
-        if upper.shape[0] < 12 or upper.shape[1] < 12:
-            return True  # too small to check
-        side = max(4, w // 9)
-        return len(self.eyes.detectMultiScale(upper, 1.1, 3, minSize=(side, side))) > 0
+        eyes = self.eyes_in(frame, box)
+        return True if eyes is None else len(eyes) > 0
 
     def small_grey(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
         h, w = frame.shape[:2]
@@ -83,6 +79,42 @@ class HaarDetector:
             grey = cv2.resize(grey, (round(w * scale), round(h * scale)),
                               interpolation=cv2.INTER_AREA)
         return grey, scale
+
+    def eyes_in(self, frame: np.ndarray, box):
+        """Eye boxes (x, y, w, h) in frame pixels inside the upper part of a face box (frame
+        pixels), searched on the face resized to ~120 px wide (the eye cascade's window is
+        20 px); None when the face is too small to say."""
+        x, y, w, h = (int(round(v)) for v in box)
+        x0, y0 = max(0, x), max(0, y)
+        x1, y1 = min(frame.shape[1], x + w), min(frame.shape[0], y + h * 6 // 10)
+        if self.eyes.empty() or w < 24 or x1 - x0 < 12 or y1 - y0 < 12:
+            return None
+        k = 120.0 / w
+        upper = cv2.cvtColor(frame[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)
+        upper = cv2.equalizeHist(cv2.resize(upper, (round((x1 - x0) * k), round((y1 - y0) * k)),
+                                            interpolation=cv2.INTER_LINEAR))
+        found = self.eyes.detectMultiScale(upper, 1.1, 3, minSize=(12, 12), maxSize=(60, 60))
+        return [(ex / k + x0, ey / k + y0, ew / k, eh / k) for ex, ey, ew, eh in found]
+
+    def roll(self, frame: np.ndarray, box) -> float | None:
+        """Head roll in degrees from one eye in each half of the face box (None: not found).
+        CelebA's aligned photos have level eyes, so crops are rotated by this much."""
+        eyes = self.eyes_in(frame, box)
+        if not eyes or len(eyes) < 2:
+            return None
+        x, y, w, h = box
+        mid = x + w / 2.0
+        left = [e for e in eyes if e[0] + e[2] / 2.0 < mid]
+        right = [e for e in eyes if e[0] + e[2] / 2.0 >= mid]
+        if not left or not right:
+            return None
+        a = max(left, key=lambda e: e[2])
+        b = max(right, key=lambda e: e[2])
+        (ax, ay), (bx, by) = ((e[0] + e[2] / 2.0, e[1] + e[3] / 2.0) for e in (a, b))
+        if not (0.25 * w < bx - ax < 0.75 * w) or max(a[2], b[2]) > 1.8 * min(a[2], b[2]):
+            return None  # not a plausible pair of eyes
+        angle = float(np.degrees(np.arctan2(by - ay, bx - ax)))
+        return angle if abs(angle) <= 25.0 else None
 
     def detect_weighted(self, grey: np.ndarray, scale: float):
         """[(box in frame pixels, confidence)]"""
@@ -109,12 +141,13 @@ class Track:
     misses: int = 0
     age: int = 0
     ident: int = 0
+    angle: float = 0.0              # smoothed head roll, degrees
 
 
 @dataclass
 class FaceCrop:
     box: tuple[float, float, float, float]  # smoothed face box
-    square: tuple[float, float, float]        # crop square (x0, y0, side) in frame pixels
+    square: tuple                            # crop (x0, y0, side, roll degrees) in frame pixels
     track: int = 0
 
 
@@ -124,13 +157,14 @@ class FaceTracker:
 
     def __init__(self, detector: HaarDetector | None = None, every: int = 3,
                  max_faces: int = 8, max_misses: int = 2, smooth: float = 0.45,
-                 deadband: float = 0.03):
+                 deadband: float = 0.03, align: bool = True):
         self.detector = detector or HaarDetector()
         self.every = max(1, every)
         self.max_faces = max_faces
         self.max_misses = max_misses
         self.smooth = smooth          # weight of the new measurement
         self.deadband = deadband      # ignore moves below this fraction of the face width
+        self.align = align            # level the eyes (roll) like CelebA's aligned photos
         self.tracks: list[Track] = []
         self.frame_index = 0
         self._next_id = 1
@@ -177,15 +211,24 @@ class FaceTracker:
         track.raw = new
         self._smooth(track, new)
 
-    def update(self, frame: np.ndarray) -> list[np.ndarray]:
-        """Smoothed face boxes for this frame (largest first)."""
+    def _measure_roll(self, frame: np.ndarray, track: Track) -> None:
+        if not self.align:
+            return
+        angle = self.detector.roll(frame, track.raw)
+        if angle is None:
+            return  # keep the last estimate
+        if abs(angle - track.angle) > 1.0:  # dead-band against eye-detector jitter
+            track.angle += 0.5 * (angle - track.angle)
+
+    def update(self, frame: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        """Smoothed (face box, roll degrees) for this frame (largest first)."""
         grey, scale = self.detector.small_grey(frame)
         detect_now = self.frame_index % self.every == 0
         self.frame_index += 1
         if not detect_now:
             for track in self.tracks:
                 self._follow(grey, scale, track)
-            return [t.box.copy() for t in self.tracks]
+            return [(t.box.copy(), t.angle) for t in self.tracks]
         weighted = self.detector.detect_weighted(grey, scale)
         weighted.sort(key=lambda bw: -bw[0][2] * bw[0][3])
         found = [np.array(b, dtype=np.float64) for b, _ in weighted[:self.max_faces]]
@@ -211,32 +254,55 @@ class FaceTracker:
         for i in unmatched:
             if len(self.tracks) >= self.max_faces:
                 break
-            if not self.detector.verify(grey, found[i] * scale, weights[i]):
+            if not self.detector.verify(frame, found[i], weights[i]):
                 continue  # weak detections only confirm faces already tracked
             box = found[i]
             self.tracks.append(Track(box=box.copy(), raw=box.copy(),
                                      template=self._template(grey, box * scale),
                                      ident=self._next_id))
             self._next_id += 1
+        for track in self.tracks:
+            if track.misses == 0:
+                self._measure_roll(frame, track)
         self.tracks.sort(key=lambda t: -t.box[2] * t.box[3])
-        return [t.box.copy() for t in self.tracks]
+        return [(t.box.copy(), t.angle) for t in self.tracks]
 
 
-def square_for(box, framing: tuple[float, float]) -> tuple[float, float, float]:
+def square_for(box, framing: tuple[float, float], angle: float = 0.0) -> tuple:
+    """The crop (x0, y0, side, angle) for a face box: side and vertical shift from the framing,
+    turned by ``angle`` degrees about the face centre (the shift follows the head's roll)."""
     scale, shift = framing
     x, y, w, h = box
     side = scale * w
-    cx, cy = x + w / 2.0, y + h / 2.0 + shift * w
-    return cx - side / 2.0, cy - side / 2.0, side
+    theta = np.radians(angle)
+    cx = x + w / 2.0 - np.sin(theta) * shift * w
+    cy = y + h / 2.0 + np.cos(theta) * shift * w
+    return cx - side / 2.0, cy - side / 2.0, side, float(angle)
 
 
 def _matrix(square, size: int, offset=(0.0, 0.0)) -> np.ndarray:
-    """Affine map from frame pixel (x, y) (relative to ``offset``) to crop pixel."""
-    x0, y0, side = square
+    """Affine map from frame pixel (x, y) (relative to ``offset``) to crop pixel: the square's
+    centre to the crop's centre, scaled to ``size`` and turned by the square's angle."""
+    x0, y0, side = square[:3]
+    angle = square[3] if len(square) > 3 else 0.0
     s = size / side
-    # pixel centres: crop pixel u covers frame x = x0 + (u + 0.5) / s - 0.5
-    return np.array([[s, 0.0, (offset[0] - x0 + 0.5) * s - 0.5],
-                     [0.0, s, (offset[1] - y0 + 0.5) * s - 0.5]], dtype=np.float64)
+    # pixel-centre convention: crop pixel u covers frame x = x0 + (u + 0.5) / s - 0.5
+    centre = (x0 + side / 2.0 - 0.5, y0 + side / 2.0 - 0.5)
+    m = cv2.getRotationMatrix2D(centre, angle, s)
+    m[:, 2] += (size / 2.0 - 0.5) - np.array(centre)
+    m[:, 2] += m[:, :2] @ np.array(offset, dtype=np.float64)
+    return m
+
+
+def square_bounds(square, frame_shape) -> tuple[int, int, int, int]:
+    """Integer (x0, y0, x1, y1) frame region that the (turned) square can touch, clipped."""
+    x0, y0, side = square[:3]
+    angle = np.radians(square[3] if len(square) > 3 else 0.0)
+    half = 0.5 * side * (abs(np.cos(angle)) + abs(np.sin(angle)))
+    cx, cy = x0 + side / 2.0, y0 + side / 2.0
+    h, w = frame_shape[:2]
+    return (max(0, int(np.floor(cx - half)) - 1), max(0, int(np.floor(cy - half)) - 1),
+            min(w, int(np.ceil(cx + half)) + 1), min(h, int(np.ceil(cy + half)) + 1))
 
 
 def extract_crops(frame: np.ndarray, squares, size: int) -> np.ndarray:
@@ -298,11 +364,8 @@ class Paster:
               translated: np.ndarray) -> np.ndarray:
         """Blend ``translated`` crops into ``frame`` in place; returns the frame. Pixels
         outside the crop squares (and on their outer border) are left exactly as they were."""
-        fh, fw = frame.shape[:2]
         for i, square in enumerate(squares):
-            x0, y0, side = square
-            rx0, ry0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
-            rx1, ry1 = min(fw, int(np.ceil(x0 + side))), min(fh, int(np.ceil(y0 + side)))
+            rx0, ry0, rx1, ry1 = square_bounds(square, frame.shape)
             if rx1 <= rx0 or ry1 <= ry0:
                 continue
             crop = translated[i]
@@ -326,22 +389,25 @@ class FaceStage:
     """Detection + framing + crop extraction, and the matching paste-back."""
 
     def __init__(self, size: int, arch: str = "v1", config: dict | None = None, every: int = 3,
-                 max_faces: int = 8, colour_match: bool = True, no_face: bool = False):
+                 max_faces: int = 8, colour_match: bool = True, no_face: bool = False,
+                 align: bool = True):
         self.size = size
         self.no_face = no_face
         self.framing = framing_for(arch, config)
-        self.tracker = None if no_face else FaceTracker(every=every, max_faces=max_faces)
+        self.tracker = None if no_face else FaceTracker(every=every, max_faces=max_faces,
+                                                        align=align)
         self.paster = Paster(size, colour_match)
 
     def crops(self, frame: np.ndarray) -> tuple[list[FaceCrop], np.ndarray]:
         if self.no_face:
             whole = cv2.resize(frame, (self.size, self.size), interpolation=cv2.INTER_AREA)
             h, w = frame.shape[:2]
-            return [FaceCrop(box=(0.0, 0.0, float(w), float(h)), square=(0.0, 0.0, 0.0))], \
+            return [FaceCrop(box=(0.0, 0.0, float(w), float(h)), square=(0.0, 0.0, 1.0, 0.0))], \
                 whole[None]
-        boxes = self.tracker.update(frame)
-        faces = [FaceCrop(box=tuple(float(v) for v in b), square=square_for(b, self.framing))
-                 for b in boxes]
+        tracked = self.tracker.update(frame)
+        faces = [FaceCrop(box=tuple(float(v) for v in b),
+                          square=square_for(b, self.framing, angle))
+                 for b, angle in tracked]
         return faces, extract_crops(frame, [f.square for f in faces], self.size)
 
     def paste(self, frame: np.ndarray, faces: list[FaceCrop], originals: np.ndarray,
