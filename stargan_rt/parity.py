@@ -104,7 +104,8 @@ class OutputResult:
         return data
 
 
-def compare(reference: np.ndarray, test: np.ndarray, layout: str) -> tuple[float, float | None, float]:
+def compare(reference: np.ndarray, test: np.ndarray,
+            layout: str) -> tuple[float, float | None, float]:
     """(PSNR dB, SSIM or None, max abs error). layout: 'nhwc-uint8', 'nchw-float' or 'vector'."""
     if reference.shape != test.shape:
         raise UserError(f"engine output shape {test.shape} differs from the reference's "

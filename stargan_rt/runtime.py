@@ -72,7 +72,8 @@ def resolve_target(target: str, log: Log = print) -> str:
         chosen = next((s for s in statuses if s.available), None)
         if chosen is None:
             raise UserError("no engine target is available: " + "; ".join(
-                f"{s.name}: {s.detail}" for s in statuses) + f"; install one: {INSTALL_HINTS['openvino']}")
+                f"{s.name}: {s.detail}" for s in statuses)
+                + f"; install one: {INSTALL_HINTS['openvino']}")
         skipped = [f"{s.name}: {s.detail}" for s in statuses[:statuses.index(chosen)]]
         why = f" (skipped {'; '.join(skipped)})" if skipped else " (first in the preference order)"
         log(f"target auto -> {chosen.name} {chosen.version} on {chosen.detail}{why}")
@@ -81,8 +82,9 @@ def resolve_target(target: str, log: Log = print) -> str:
         raise UserError(f"unknown target {target!r}; expected auto or one of {', '.join(TARGETS)}")
     status = PROBES[target]()
     if not status.available:
-        raise UserError(f"target {target} is not available here: {status.detail}; "
-                        f"install it with: {INSTALL_HINTS[target]}")
+        hint = ("" if "pip install" in status.detail
+                else f"; install it with: {INSTALL_HINTS[target]}")
+        raise UserError(f"target {target} is not available here: {status.detail}{hint}")
     return target
 
 
@@ -217,7 +219,7 @@ def build_engines(model=None, target: str = "auto", precision: str = "fp32", cac
     return bundle, target, engines, infos, graphs
 
 
-# -- the translator ---------------------------------------------------------------------------------
+# -- the translator --------------------------------------------------------------------------------
 class Translator:
     """Engine-backed translator; same interface as reference.TorchTranslator."""
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from engine_bundles import SIZE, tiny_v1, tiny_v2
+from engine_bundles import tiny_v1, tiny_v2
 from stargan_rt.parity import Thresholds, compare, psnr, ssim
 
 

@@ -64,7 +64,8 @@ def _disk_error(path: Path, exc: OSError, root: Path) -> UserError:
                      "(nothing half-written was left behind)")
 
 
-def write_atomic(path: Path, write: Callable[[Path], None] | bytes, root: Path | None = None) -> None:
+def write_atomic(path: Path, write: Callable[[Path], None] | bytes,
+                 root: Path | None = None) -> None:
     """Write ``path`` via a temp file in its directory + os.replace; disk errors -> UserError."""
     root = root or path.parent
     tmp: Path | None = None
