@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "stargan_rt.commands.import_ckpt",
     "stargan_rt.commands.translate",
     "stargan_rt.commands.webcam",
+    "stargan_rt.commands.export",
     "stargan_rt.commands.build",
     "stargan_rt.commands.parity",
     "stargan_rt.commands.data",

@@ -1,0 +1,83 @@
+"""`stargan-rt export`: bundle -> ONNX graphs (fp32, optionally fp16 / int8 and AdaIN-fused)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from stargan_rt.errors import UserError
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="export a bundle's networks to ONNX (fp32 / fp16 / int8 graphs)",
+        description="Export every inference network of a bundle to ONNX (opset 17, dynamic batch, "
+                    "frame I/O inside the graph), then optionally write fp16 / int8 versions and "
+                    "AdaIN-fused versions for the TensorRT plugin.")
+    parser.add_argument("--model", help="bundle directory (default: the built-in demo model; "
+                        "demo-v1 / demo-v2 name the built-in ones)")
+    parser.add_argument("--arch", choices=("v1", "v2"), default="v1",
+                        help="which built-in demo model when --model is not given (default v1)")
+    parser.add_argument("--out", help="output directory (default: <bundle>-onnx next to the "
+                        "current directory, i.e. ./<bundle name>-onnx)")
+    parser.add_argument("--io", choices=("uint8", "float"), default="uint8",
+                        help="uint8: NHWC BGR frames in/out (engines); float: NCHW [-1, 1] (parity)")
+    parser.add_argument("--precision", action="append", choices=("fp32", "fp16", "int8"),
+                        help="graphs to write; repeat for several (default fp32)")
+    parser.add_argument("--networks", help="comma-separated subset (generator, discriminator, "
+                        "mapping_network, style_encoder, fan); default: all the bundle has")
+    parser.add_argument("--fuse-adain", action="store_true",
+                        help="also write <network>.<io>.<precision>.fused.onnx with AdaIN plugin "
+                             "nodes (v2 generator; for TensorRT with the AdaIN plugin)")
+    parser.add_argument("--calib", metavar="DIR|VIDEO",
+                        help="int8 calibration frames (default: built-in synthetic faces)")
+    parser.add_argument("--calib-count", type=int, default=256,
+                        help="calibration frames to use (at least 256)")
+    parser.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from stargan_rt.bundle import Bundle
+    from stargan_rt.defaults import resolve_model
+    from stargan_rt.export.calibration import MIN_CALIBRATION_FRAMES, load_calibration_frames
+    from stargan_rt.export.exporter import export_bundle, onnx_file_name
+    from stargan_rt.export.precision import prepare_graph
+
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UserError("export needs PyTorch: pip install 'stargan-rt[export]' (on CPU machines "
+                        "install torch==2.13.0 from the CPU index first)")
+    bundle_path = resolve_model(args.model, args.arch)
+    bundle = Bundle.open(bundle_path)
+    out = Path(args.out) if args.out else Path.cwd() / f"{bundle.path.name}-onnx"
+    precisions = list(dict.fromkeys(args.precision or ["fp32"]))
+    networks = [n.strip() for n in args.networks.split(",") if n.strip()] if args.networks else None
+    if args.calib_count < MIN_CALIBRATION_FRAMES and "int8" in precisions:
+        raise UserError(f"--calib-count {args.calib_count}: INT8 calibration needs at least "
+                        f"{MIN_CALIBRATION_FRAMES} frames")
+    print(f"exporting {bundle.path} ({bundle.manifest.arch}, {bundle.manifest.image_size} px, "
+          f"bundle {bundle.content_hash}) -> {out}")
+    fp32 = export_bundle(bundle.path, out, io=args.io, networks=networks,
+                         do_simplify=not args.no_simplify, log=lambda m: print("  " + m))
+    frames = None
+    if "int8" in precisions:
+        start = time.perf_counter()
+        frames = load_calibration_frames(args.calib, bundle.manifest.image_size, args.calib_count)
+        print(f"  calibration: {len(frames)} frames from {args.calib or 'built-in synthetic faces'}"
+              f" ({time.perf_counter() - start:.1f} s)")
+    for network, path in fp32.items():
+        for precision in precisions:
+            targets = [False] + ([True] if args.fuse_adain and network == "generator"
+                                 and bundle.manifest.arch == "v2" else [])
+            for fuse in targets:
+                if precision == "fp32" and not fuse:
+                    continue  # written by export_bundle
+                name = onnx_file_name(network, args.io, precision)
+                dest = out / (name[:-5] + ".fused.onnx" if fuse else name)
+                start = time.perf_counter()
+                _, fused = prepare_graph(path, dest, precision, fuse=fuse, calib_frames=frames)
+                extra = f", {fused} AdaIN nodes fused" if fuse else ""
+                print(f"  {precision:<5} {network} -> {dest} ({dest.stat().st_size / 1e6:.1f} MB, "
+                      f"{time.perf_counter() - start:.1f} s{extra})")
+    return 0
