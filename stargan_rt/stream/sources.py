@@ -146,7 +146,10 @@ class CameraSource(Source):
         return frame
 
     def close(self) -> None:
-        self._cap.release()
+        # a dead device can block release() too: never let it hang the stop
+        worker = threading.Thread(target=self._cap.release, daemon=True)
+        worker.start()
+        worker.join(2.0)
 
     def info(self) -> dict:
         d = super().info()
