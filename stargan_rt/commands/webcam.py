@@ -51,6 +51,14 @@ def register(subparsers) -> None:
     p.add_argument("--detect-every", type=int, default=3, metavar="K",
                    help="run the face detector every K frames, track in between (default 3)")
     p.add_argument("--max-faces", type=int, default=8)
+    p.add_argument("--crop-scale", type=float, metavar="S",
+                   help="crop side = S x the detected face width (default: the bundle's "
+                        "config crop_scale, else 2.0 for v1 CelebA framing, 2.4 for v2)")
+    p.add_argument("--crop-shift", type=float, metavar="D",
+                   help="crop centre = face centre + D x face width, downwards (default -0.15 "
+                        "v1, -0.12 v2, or the bundle's crop_shift)")
+    p.add_argument("--no-align", action="store_true",
+                   help="do not turn crops to level the eyes")
     p.add_argument("--no-colour-match", action="store_true",
                    help="paste back without matching colour at the seam")
     p.add_argument("--side-by-side", action="store_true", help="start with source | result")
@@ -140,11 +148,20 @@ def run(args) -> int:
             domain = _canonical(translator, domain)
         if translator.arch != "v2" and (args.seed is not None or args.ref or args.psi != 1.0):
             raise UserError("--seed/--ref/--psi apply to StarGAN v2 models; this is a v1 model")
-        config = getattr(getattr(translator, "bundle", None), "manifest", None)
-        faces = FaceStage(translator.image_size, translator.arch,
-                          getattr(config, "config", None), every=args.detect_every,
-                          max_faces=args.max_faces, colour_match=not args.no_colour_match,
-                          no_face=args.no_face)
+        manifest = getattr(getattr(translator, "bundle", None), "manifest", None)
+        config = dict(getattr(manifest, "config", None) or {})
+        if args.crop_scale is not None:
+            if not 1.0 <= args.crop_scale <= 5.0:
+                raise UserError("--crop-scale must be between 1 and 5 (face widths)")
+            config["crop_scale"] = args.crop_scale
+        if args.crop_shift is not None:
+            config["crop_shift"] = args.crop_shift
+        if args.detect_every < 1:
+            raise UserError("--detect-every must be >= 1")
+        faces = FaceStage(translator.image_size, translator.arch, config,
+                          every=args.detect_every, max_faces=args.max_faces,
+                          colour_match=not args.no_colour_match, no_face=args.no_face,
+                          align=not args.no_align)
         reference_factory = None
         if args.parity_every:
             def reference_factory():
