@@ -188,6 +188,7 @@ class Reference:
         self.unit = bgr_to_unit_nchw(frames)          # float32 (N, 3, S, S) RGB [-1, 1]
         n = len(frames)
         self.nets = {}
+        self._cases: dict = {}
         self._load = lambda name: self.nets.setdefault(name, load_network(bundle, name))
         rng = np.random.default_rng(seed)
         num_domains = len(manifest.domains)
@@ -212,7 +213,13 @@ class Reference:
         return self.frames if io == "uint8" else self.unit
 
     def case(self, network: str, io: str) -> tuple[dict, dict, dict]:
-        """(engine feeds, reference outputs, output layouts) for one network."""
+        """(engine feeds, reference outputs, output layouts) for one network (computed once)."""
+        key = (network, io)
+        if key not in self._cases:
+            self._cases[key] = self._case(network, io)
+        return self._cases[key]
+
+    def _case(self, network: str, io: str) -> tuple[dict, dict, dict]:
         from stargan_rt.imaging import unit_nchw_to_bgr
 
         torch = self.torch
