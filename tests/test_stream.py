@@ -352,4 +352,6 @@ def test_interrupt_finalises_recording_and_stats(bundle, tmp_path, sig):
     assert "Traceback" not in err
     s = json.loads(stats.read_text())
     assert s["stop_reason"].startswith("interrupted" if sig == "SIGINT" else "terminated")
-    assert count_video_frames(out) == s["frames_out"] > 5
+    assert s["frames_out"] > 5
+    # live mode: dropped frames are filled, so the recording keeps the source's timing
+    assert s["frames_out"] <= count_video_frames(out) <= s["frames_in"]

@@ -175,7 +175,10 @@ def handle_key(pipeline, char: str, code: int = 0) -> bool:
 
 # ---------------------------------------------------------------------------------------------
 class RecordSink:
-    """Writes the result video to a temp file beside OUT, renamed to OUT when the run stops."""
+    """Writes the result video to a temp file beside OUT, renamed to OUT when the run stops.
+
+    In live mode (camera, --realtime) frames dropped to keep latency low are filled by
+    repeating the last result, so the recording keeps the real duration at the source's FPS."""
 
     needs_source = False
 
@@ -188,6 +191,7 @@ class RecordSink:
         self.writer = None
         self.size = None
         self.frames = 0
+        self.last_index: int | None = None
 
     def open(self, pipeline) -> None:
         folder = self.path.parent
@@ -211,8 +215,13 @@ class RecordSink:
                                 "here; try an .avi file name")
         if (result.shape[1], result.shape[0]) != self.size:
             result = cv2.resize(result, self.size)
-        self.writer.write(result)
-        self.frames += 1
+        repeat = 1
+        if pipeline.lossy and self.last_index is not None:
+            repeat = max(1, min(packet.index - self.last_index, int(2 * self.fps) + 1))
+        self.last_index = packet.index
+        for _ in range(repeat):
+            self.writer.write(result)
+        self.frames += repeat
         return True
 
     def close(self, pipeline) -> None:
