@@ -19,7 +19,7 @@ from stargan_rt.stream.faces import FaceStage
 from stargan_rt.stream.pipeline import Pipeline
 from stargan_rt.stream.sinks import HttpSink
 
-from stream_testlib import FakeTranslator, ListSource, face_frames, run_cli, tiny_v1_bundle
+from stream_testlib import FakeTranslator, ListSource, face_frames, tiny_v1_bundle
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

@@ -164,9 +164,15 @@ def run(args) -> int:
                           align=not args.no_align)
         reference_factory = None
         if args.parity_every:
-            def reference_factory():
-                from stargan_rt.reference import TorchTranslator
+            import importlib.util
+            if importlib.util.find_spec("torch") is None:
+                raise UserError("--parity-every needs PyTorch for the reference; install it "
+                                "with pip install 'stargan-rt[torch]' or drop --parity-every")
+
+            def make_reference():
+                from stargan_rt.reference import TorchTranslator  # lazily: imports torch
                 return TorchTranslator(model_path)
+            reference_factory = make_reference
         sinks = []
         if not headless:
             sinks.append(WindowSink())

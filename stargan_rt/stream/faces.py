@@ -8,7 +8,7 @@ with replicated edges where the square leaves the frame).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np

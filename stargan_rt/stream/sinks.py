@@ -11,8 +11,6 @@ import os
 import socket
 import sys
 import threading
-import time
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
