@@ -191,3 +191,47 @@ def test_window_under_xvfb(tmp_path):
             proc.wait(10)
         xvfb.terminate()
         xvfb.wait(10)
+
+
+def test_webcam_serve_command_end_to_end(tmp_path):
+    """The real command with the engine: --serve on an ephemeral loopback port, switch the
+    domain over HTTP, stop with SIGTERM; the stats file records the switch."""
+    import re
+    import signal
+    bundle = tiny_v1_bundle(tmp_path / "tiny-v1")
+    stats = tmp_path / "s.json"
+    proc = subprocess.Popen([sys.executable, "-m", "stargan_rt.cli", "webcam", "--model",
+                             str(bundle), "--domain", "Smiling", "--source", "sample", "--loop",
+                             "--realtime", "--headless", "--serve", "127.0.0.1:0", "--stats",
+                             str(stats), "--cache-dir", str(tmp_path / "cache")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url, lines = None, []
+        deadline = time.time() + 90
+        while url is None and time.time() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r"serving the live page on (http://127\.0\.0\.1:\d+/)", line)
+            url = m.group(1) if m else None
+        assert url, "".join(lines)
+        deadline = time.time() + 30
+        while json.loads(_get(url + "api/stats")[2])["frames_out"] < 5:
+            assert time.time() < deadline
+            time.sleep(0.2)
+        assert _post(url + "api/domain", {"domain": "Black_Hair"})[0] == 200
+        deadline = time.time() + 30
+        while json.loads(_get(url + "api/stats")[2])["domain"] != "Black_Hair":
+            assert time.time() < deadline
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, err
+    s = json.loads(stats.read_text())
+    assert s["domain"] == "Black_Hair" and s["stop_reason"].startswith("terminated")
+    assert s["frames_out"] >= 5 and s["engine"] != "fake"

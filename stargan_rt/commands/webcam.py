@@ -195,6 +195,8 @@ def run(args) -> int:
     log(f"streaming {source.description} -> {pipeline.engine} {args.precision}, "
         f"{'whole frame' if args.no_face else 'faces'}, "
         f"{'live: newest frame wins' if pipeline.lossy else 'every frame'}; Ctrl-C to stop")
+    if serve and not source.live and not args.loop:
+        log("note: the page stops with the stream; add --loop to keep a file playing")
     code = pipeline.run()
     summary = pipeline.summary()
     if stats_path:

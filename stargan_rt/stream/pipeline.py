@@ -168,7 +168,8 @@ class ParityStats:
     def live(self) -> dict | None:
         if not self.checks and not self.error:
             return None
-        return {"checks": self.checks, "psnr_db": self.psnr_last, "max_abs_err": self.max_err_last,
+        return {"checks": self.checks, "max_abs_err": self.max_err_last,
+                "psnr_db": None if self.psnr_last is None else round(self.psnr_last, 2),
                 "failed": self.failed_checks, "error": self.error}
 
     def summary(self) -> dict:
