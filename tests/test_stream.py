@@ -355,3 +355,35 @@ def test_interrupt_finalises_recording_and_stats(bundle, tmp_path, sig):
     assert s["frames_out"] > 5
     # live mode: dropped frames are filled, so the recording keeps the source's timing
     assert s["frames_out"] <= count_video_frames(out) <= s["frames_in"]
+
+
+def test_all_faces_of_a_frame_go_in_one_batch(frames):
+    two = [np.hstack([f, f[:, ::-1]]) for f in frames[:6]]  # two faces side by side
+    translator = FakeTranslator()
+    keep = Keep()
+    pipeline = Pipeline(ListSource(two), translator, FaceStage(64), [keep], domain="Invert",
+                        log=lambda m: None)
+    assert pipeline.run() == 0
+    assert max(translator.batch_sizes) == 2 and pipeline.summary()["max_faces_in_frame"] == 2
+    result, source, squares = keep.items[-1]
+    assert len(squares) == 2 and {int(sq[0] < 240) for sq in squares} == {0, 1}
+
+
+def test_colour_matching_hides_the_seam(frames):
+    from stargan_rt.stream.faces import Paster
+    stage = FaceStage(64)
+    faces, crops = stage.crops(frames[0])
+    tinted = np.clip(crops.astype(int) + [40, -20, 30], 0, 255).astype(np.uint8)  # colour cast
+    x0, y0, x1, y1 = square_bounds(faces[0].square, frames[0].shape)
+    ring = np.zeros(frames[0].shape[:2], bool)
+    ring[y0:y1, x0:x1] = True
+    inner = square_bounds((faces[0].square[0] + faces[0].square[2] * 0.15,
+                           faces[0].square[1] + faces[0].square[2] * 0.15,
+                           faces[0].square[2] * 0.7, faces[0].square[3]), frames[0].shape)
+    ring[inner[1]:inner[3], inner[0]:inner[2]] = False  # the outer band, where the seam is
+
+    def seam_error(colour_match):
+        out = Paster(64, colour_match).paste(frames[0].copy(), [f.square for f in faces],
+                                             crops, tinted)
+        return np.abs(out[ring].astype(int) - frames[0][ring].astype(int)).mean()
+    assert seam_error(True) < 0.5 * seam_error(False)
