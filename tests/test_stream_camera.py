@@ -13,7 +13,7 @@ from stargan_rt.errors import UserError
 from stargan_rt.stream import sources
 from stargan_rt.stream.faces import FaceStage
 from stargan_rt.stream.pipeline import Pipeline
-from stargan_rt.stream.sources import CameraSource, SourceDied
+from stargan_rt.stream.sources import CameraSource
 
 from stream_testlib import FakeTranslator
 

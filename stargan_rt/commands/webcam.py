@@ -95,8 +95,8 @@ def run(args) -> int:
     from stargan_rt.defaults import resolve_model
     from stargan_rt.stream.faces import FaceStage
     from stargan_rt.stream.pipeline import Pipeline
-    from stargan_rt.stream.sinks import HttpSink, RecordSink, WindowSink, gui_available, \
-        parse_serve
+    from stargan_rt.stream.sinks import HttpSink, ProgressSink, RecordSink, WindowSink, \
+        gui_available, parse_serve
     from stargan_rt.stream.sources import open_source
 
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
@@ -173,9 +173,7 @@ def run(args) -> int:
                 from stargan_rt.reference import TorchTranslator  # lazily: imports torch
                 return TorchTranslator(model_path)
             reference_factory = make_reference
-        sinks = []
-        if not headless:
-            sinks.append(WindowSink())
+        sinks = [WindowSink()] if not headless else [ProgressSink()]
         if args.record:
             sinks.append(RecordSink(args.record))
         if serve:

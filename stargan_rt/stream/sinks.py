@@ -234,6 +234,32 @@ class RecordSink:
 
 
 # ---------------------------------------------------------------------------------------------
+class ProgressSink:
+    """Headless runs: one status line every ``interval`` seconds (FPS, frames, stage ms)."""
+
+    needs_source = False
+
+    def __init__(self, interval: float = 5.0):
+        self.interval = interval
+        self.next = None
+
+    def open(self, pipeline) -> None:
+        import time
+        self.clock = time.perf_counter
+        self.next = self.clock() + self.interval
+
+    def write(self, result, source, packet, pipeline):
+        now = self.clock()
+        if now >= self.next:
+            self.next = now + self.interval
+            pipeline.log("  " + " | ".join(text for text, _ in overlay_lines(pipeline)))
+        return True
+
+    def close(self, pipeline) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
 class CallbackSink:
     """Calls ``fn(result, source, packet, pipeline)`` per frame (tests, embedding)."""
 
