@@ -58,7 +58,8 @@ class FakeTranslator:
         pass
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
-        assert crops.dtype == np.uint8 and crops.shape[1:] == (64, 64, 3)
+        size = self.image_size
+        assert crops.dtype == np.uint8 and crops.shape[1:] == (size, size, 3)
         if self.delay:
             time.sleep(self.delay)
         self.calls += 1
