@@ -99,7 +99,12 @@ def compile_onnx(onnx_path: Path, precision: str) -> "OvEngine":
     except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long texts
         raise UserError(f"{onnx_path}: OpenVINO cannot read this ONNX model ({str(exc)[:300]}); "
                         "the file is corrupt or truncated: re-export it") from None
-    compiled = core.compile_model(model, DEVICE, _config(precision))
+    try:
+        compiled = core.compile_model(model, DEVICE, _config(precision))
+    except Exception as exc:
+        raise UserError(f"{onnx_path}: OpenVINO cannot compile this model for the CPU "
+                        f"({str(exc)[:300]}); check the graph with `stargan-rt parity --target "
+                        "onnxruntime` or report it") from None
     return OvEngine(compiled, precision, Path(onnx_path))
 
 
