@@ -13,17 +13,12 @@ import torch
 
 from stargan_rt.bundle import HAIR_COLOURS, Bundle
 from stargan_rt.errors import UserError
+from stargan_rt.latents import latent_for_seed
 from stargan_rt.imaging import bgr_to_unit_nchw, fit_to_model, unit_nchw_to_bgr
 from stargan_rt.models.build import load_network
 
 # Mean style for truncation is taken over this many latent codes (official value).
 TRUNCATION_SAMPLES = 10_000
-
-
-def latent_for_seed(seed: int, latent_dim: int) -> torch.Tensor:
-    """z ~ N(0, I) of shape (1, latent_dim) from torch's CPU generator seeded with ``seed``."""
-    generator = torch.Generator().manual_seed(int(seed))
-    return torch.randn(1, latent_dim, generator=generator)
 
 
 class TorchTranslator:
@@ -117,9 +112,9 @@ class TorchTranslator:
             ref = torch.from_numpy(bgr_to_unit_nchw(fit_to_model(ref_bgr, self.image_size)[None]))
             return self.style_encoder(ref.to(self.device), y)
         latent_dim = self.bundle.manifest.config["latent_dim"]
-        style = self.mapping(latent_for_seed(seed, latent_dim).to(self.device), y)
+        style = self.mapping(torch.from_numpy(latent_for_seed(seed, latent_dim)).to(self.device), y)
         if psi != 1.0:
-            z = latent_for_seed(0, latent_dim * TRUNCATION_SAMPLES).view(-1, latent_dim)
+            z = torch.from_numpy(latent_for_seed(0, latent_dim, TRUNCATION_SAMPLES))
             mean = self.mapping(z.to(self.device), y.expand(z.shape[0])).mean(0, keepdim=True)
             style = torch.lerp(mean, style, psi)
         return style

@@ -28,6 +28,7 @@ from stargan_rt.backends.base import INSTALL_HINTS
 from stargan_rt.backends.cache import EngineCache
 from stargan_rt.bundle import HAIR_COLOURS, Bundle
 from stargan_rt.errors import UserError
+from stargan_rt.latents import latent_for_seed  # noqa: F401 (re-exported for parity)
 
 Log = Callable[[str], None]
 
@@ -35,12 +36,6 @@ Log = Callable[[str], None]
 TRUNCATION_SAMPLES = 10_000
 # Networks whose engines run at the requested precision; the rest stay fp32.
 REDUCED_PRECISION_NETWORKS = ("generator",)
-
-
-def latent_for_seed(seed: int, latent_dim: int, count: int = 1) -> np.ndarray:
-    """z ~ N(0, I), shape (count, latent_dim), from numpy's PCG64 seeded with ``seed``."""
-    rng = np.random.default_rng(int(seed))
-    return rng.standard_normal((count, latent_dim), dtype=np.float32)
 
 
 def networks_for(bundle: Bundle) -> list[str]:
