@@ -387,3 +387,18 @@ def test_colour_matching_hides_the_seam(frames):
                                              crops, tinted)
         return np.abs(out[ring].astype(int) - frames[0][ring].astype(int)).mean()
     assert seam_error(True) < 0.5 * seam_error(False)
+
+
+def test_truncated_video_is_reported_not_taken_as_the_end(frames, tmp_path):
+    full = tmp_path / "full.avi"
+    write_video(full, frames, fps=20.0, fourcc="MJPG")
+    data = full.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[:int(len(data) * 0.6)])  # the index says 30 frames; ~18 remain
+    out = tmp_path / "rec.mp4"
+    pipeline = Pipeline(open_source(str(cut)), FakeTranslator(), FaceStage(64),
+                        [RecordSink(out)], domain="Invert", log=lambda m: None)
+    assert pipeline.run() == 1
+    s = pipeline.summary()
+    assert "truncated" in s["error"] and 5 < s["frames_out"] < N_FRAMES
+    assert count_video_frames(out) == s["frames_out"]
