@@ -226,8 +226,12 @@ class FaceTracker:
         detect_now = self.frame_index % self.every == 0
         self.frame_index += 1
         if not detect_now:
+            measure = self.frame_index % self.every == 2 or self.every == 2
             for track in self.tracks:
                 self._follow(grey, scale, track)
+                if measure and track.misses == 0:
+                    # the roll is measured on the frame after a detection: spreads the work
+                    self._measure_roll(frame, track)
             return [(t.box.copy(), t.angle) for t in self.tracks]
         weighted = self.detector.detect_weighted(grey, scale)
         weighted.sort(key=lambda bw: -bw[0][2] * bw[0][3])
@@ -261,9 +265,10 @@ class FaceTracker:
                                      template=self._template(grey, box * scale),
                                      ident=self._next_id))
             self._next_id += 1
-        for track in self.tracks:
-            if track.misses == 0:
-                self._measure_roll(frame, track)
+        if self.every == 1:
+            for track in self.tracks:
+                if track.misses == 0:
+                    self._measure_roll(frame, track)
         self.tracks.sort(key=lambda t: -t.box[2] * t.box[3])
         return [(t.box.copy(), t.angle) for t in self.tracks]
 
