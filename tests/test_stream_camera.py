@@ -103,3 +103,40 @@ def test_camera_dying_mid_stream_stops_the_pipeline(fake_camera, behaviour, word
     s = pipeline.summary()
     assert s["exit_code"] == 1 and words in s["error"] and s["frames_in"] == 40
     assert s["mode"].startswith("live")
+
+
+def test_virtual_camera_sink_with_a_stand_in(monkeypatch, tmp_path):
+    """--virtual-cam sends BGR frames of a constant size; a missing backend is a clear error."""
+    import sys
+    import types
+
+    from stargan_rt.stream.sinks import VirtualCameraSink
+    from stream_testlib import ListSource, face_frames
+
+    sent = []
+
+    class Camera:
+        def __init__(self, width, height, fps, fmt=None, device=None):
+            if fake.fail:
+                raise RuntimeError("'v4l2loopback' backend: no device found")
+            self.width, self.height, self.fmt, self.device = width, height, fmt, "/dev/video9"
+
+        def send(self, frame):
+            assert frame.shape == (self.height, self.width, 3) and frame.dtype == np.uint8
+            sent.append(self.fmt)
+
+        def close(self):
+            sent.append("closed")
+
+    fake = types.SimpleNamespace(Camera=Camera, PixelFormat=types.SimpleNamespace(BGR="BGR"),
+                                 fail=False)
+    monkeypatch.setitem(sys.modules, "pyvirtualcam", fake)
+    frames = face_frames(5)
+    pipeline = Pipeline(ListSource(frames), FakeTranslator(), FaceStage(64),
+                        [VirtualCameraSink()], domain="Invert", log=lambda m: None)
+    assert pipeline.run() == 0
+    assert sent == ["BGR"] * 5 + ["closed"]
+    fake.fail = True
+    pipeline = Pipeline(ListSource(frames), FakeTranslator(), FaceStage(64),
+                        [VirtualCameraSink()], domain="Invert", log=lambda m: None)
+    assert pipeline.run() == 2 and "v4l2loopback" in pipeline.summary()["error"]

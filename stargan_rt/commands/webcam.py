@@ -42,6 +42,9 @@ def register(subparsers) -> None:
     p.add_argument("--record", metavar="OUT.mp4", help="write the result video")
     p.add_argument("--serve", metavar="HOST:PORT",
                    help="serve a live page (MJPEG + stats + buttons); host defaults to 127.0.0.1")
+    p.add_argument("--virtual-cam", nargs="?", const="", metavar="DEVICE",
+                   help="also send the result to a virtual camera (pyvirtualcam; Linux: "
+                        "v4l2loopback /dev/videoN, Windows/macOS: OBS)")
     p.add_argument("--max-frames", type=int, help="stop after reading N frames")
     p.add_argument("--stats", metavar="FILE", help="write run statistics as JSON at the end")
     p.add_argument("--parity-every", type=int, default=0, metavar="N",
@@ -95,8 +98,8 @@ def run(args) -> int:
     from stargan_rt.defaults import resolve_model
     from stargan_rt.stream.faces import FaceStage
     from stargan_rt.stream.pipeline import Pipeline
-    from stargan_rt.stream.sinks import HttpSink, ProgressSink, RecordSink, WindowSink, \
-        gui_available, parse_serve
+    from stargan_rt.stream.sinks import HttpSink, ProgressSink, RecordSink, VirtualCameraSink, \
+        WindowSink, gui_available, parse_serve
     from stargan_rt.stream.sources import open_source
 
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
@@ -178,6 +181,8 @@ def run(args) -> int:
             sinks.append(RecordSink(args.record))
         if serve:
             sinks.append(HttpSink(*serve))
+        if args.virtual_cam is not None:
+            sinks.append(VirtualCameraSink(args.virtual_cam or None))
         pipeline = Pipeline(source, translator, faces, sinks, realtime=args.realtime,
                             max_frames=args.max_frames, domain=domain, labels=labels,
                             seed=args.seed if args.seed is not None else 0, ref_bgr=ref_bgr,

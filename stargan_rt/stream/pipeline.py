@@ -545,7 +545,12 @@ class Pipeline:
                     if self.stop_event.is_set() and not threads[2].is_alive():
                         break
                     continue
-                self._output(packet)
+                try:
+                    self._output(packet)
+                except UserError as exc:  # e.g. the recorder or virtual camera cannot start
+                    self.error, self.exit_code = str(exc), 2
+                    self.stop("output failed")
+                    break
                 if self.stop_event.is_set() and self.stop_reason in ("quit", "stopped"):
                     break
         except KeyboardInterrupt:

@@ -234,6 +234,50 @@ class RecordSink:
 
 
 # ---------------------------------------------------------------------------------------------
+class VirtualCameraSink:
+    """Sends the result to a virtual camera (pyvirtualcam: v4l2loopback on Linux, OBS on
+    Windows / macOS), so video-call apps can use it as a webcam."""
+
+    needs_source = False
+
+    def __init__(self, device: str | None = None):
+        self.device = device
+        self.cam = None
+        self.size = None
+
+    def open(self, pipeline) -> None:
+        import importlib.util
+        if importlib.util.find_spec("pyvirtualcam") is None:
+            raise UserError("--virtual-cam needs pyvirtualcam: pip install 'stargan-rt[virtualcam]'"
+                            " (on Linux also the v4l2loopback module: sudo modprobe v4l2loopback "
+                            "devices=1 exclusive_caps=1)")
+
+    def write(self, result, source, packet, pipeline):
+        import pyvirtualcam
+        if self.cam is None:
+            self.size = (result.shape[1], result.shape[0])
+            try:
+                self.cam = pyvirtualcam.Camera(self.size[0], self.size[1],
+                                               float(pipeline.source.fps or 30.0),
+                                               fmt=pyvirtualcam.PixelFormat.BGR,
+                                               device=self.device)
+            except Exception as exc:  # noqa: BLE001 - the backends raise RuntimeError & co
+                raise UserError(f"--virtual-cam: no virtual camera could be opened ({exc}); on "
+                                "Linux load v4l2loopback (sudo modprobe v4l2loopback devices=1 "
+                                "exclusive_caps=1), on Windows / macOS install OBS") from None
+            pipeline.log(f"virtual camera: {self.cam.device} ({self.size[0]}x{self.size[1]})")
+        if (result.shape[1], result.shape[0]) != self.size:
+            result = cv2.resize(result, self.size)
+        self.cam.send(np.ascontiguousarray(result))
+        return True
+
+    def close(self, pipeline) -> None:
+        if self.cam is not None:
+            self.cam.close()
+            self.cam = None
+
+
+# ---------------------------------------------------------------------------------------------
 class ProgressSink:
     """Headless runs: one status line every ``interval`` seconds (FPS, frames, stage ms)."""
 
