@@ -184,7 +184,26 @@ def test_attribute_file_is_written_last(tmp_path, monkeypatch):
     assert not (tmp_path / "cut" / "list_attr_celeba.txt").exists()
 
 
-def test_haar_cascade_finds_most_faces_without_glasses():
-    faces = [make_face(21, i, 256, force={"glasses": False})[1] for i in range(30)]
-    rate = synth.haar_detection_rate(faces)
-    assert rate >= 0.6, f"Haar detection rate {rate:.0%} on glasses-free synthetic faces"
+def test_haar_cascade_finds_the_faces():
+    # measured on 300 faces (seed 7): 85 % of all faces, 96-100 % without glasses
+    plain = [make_face(21, i, 256, force={"glasses": False})[1] for i in range(30)]
+    assert synth.haar_detection_rate(plain) >= 0.85
+    mixed = [make_face(22, i, 128)[1] for i in range(40)]
+    assert synth.haar_detection_rate(mixed) >= 0.7
+
+
+def test_haar_box_matches_the_published_framing():
+    import cv2 as _cv2
+
+    cascade = _cv2.CascadeClassifier(_cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    boxes = []
+    for i in range(30):
+        grey = _cv2.equalizeHist(_cv2.cvtColor(make_face(23, i, 256, force={"glasses": False})[1],
+                                               _cv2.COLOR_BGR2GRAY))
+        found = cascade.detectMultiScale(grey, 1.1, 5, minSize=(64, 64))
+        if len(found):
+            boxes.append(max(found, key=lambda b: b[2]))
+    x, y, w, h = np.mean(boxes, axis=0)
+    scale, shift = synth.HAAR_FRAMING["crop_scale"], synth.HAAR_FRAMING["crop_shift"]
+    assert abs(scale * w - 256) < 0.08 * 256                     # crop side ~ the image side
+    assert abs((y + h / 2 + shift * w) - 128) < 0.05 * 256       # crop centre ~ image centre

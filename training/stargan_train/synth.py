@@ -65,6 +65,14 @@ FOLDER_DOMAINS = {
 DEFAULT_FOLDER_DOMAINS = ("black_hair", "blond_hair", "brown_hair")
 DEFAULT_CELEBA_HAIR = ("black_hair", "blond_hair", "brown_hair")
 LAYOUTS = ("celeba", "folders")
+
+# Where OpenCV's frontal Haar cascade (equalised grey, scaleFactor 1.1, minNeighbors 5) puts
+# its box on these faces, as the runtime's framing options (stargan_rt/stream/faces.py: crop
+# side = crop_scale * box width, crop centre = box centre + crop_shift * box width in y).
+# Measured on 300 faces at 128 and 256 px: box width 0.65 of the image side, box centre at
+# (0.50, 0.567). A bundle trained on this data should carry these in its config so the live
+# crops are framed like the training images.
+HAAR_FRAMING = {"crop_scale": 1.54, "crop_shift": -0.10}
 ATTR_FILE = "list_attr_celeba.txt"
 DOMAINS_FILE = "domains.txt"
 
@@ -231,6 +239,7 @@ def _jitter(rng, base, spread):
                    0.0, 1.0)
 
 
+HIGHLIGHT, SKIN_LIGHT_FRAMES = 0.3, 0.6
 HEAD_HH, HEAD_DY, JAW_TAPER, HAIRLINE, BANGS_LINE = 46.0, 4.0, 0.2, -28.0, -19.0
 
 
@@ -367,6 +376,13 @@ def render_face(face: Face, rng: np.random.Generator, size: int) -> np.ndarray:
     for side in (-1, 1):
         cv.blend(cv.ellipse(nx + side * 2.6 * scale, fy(12.5), 1.6 * scale, 1.0 * scale),
                  skin * 0.35, 0.9)
+    # highlights: forehead, nose bridge, cheekbones (the light/dark pattern of a lit face)
+    glow = HIGHLIGHT * (1.0 + 0.8 * face.skin_t)      # darker skin shows stronger highlights
+    cv.shade(cv.ellipse(fx(0), fy(-20), 13 * scale, 6 * scale), 4 * s, 1 + glow)
+    cv.shade(cv.line(nx - 1 * scale, fy(-3), nx - 0.5 * scale, fy(8), 2.5 * s), 1.5 * s,
+             1 + glow)
+    for side in (-1, 1):
+        cv.shade(cv.ellipse(fx(side * 14), fy(5), 6 * scale, 3.5 * scale), 2.5 * s, 1 + glow * 0.8)
 
     # -- mouth -----------------------------------------------------------------------------------
     lip = (_jitter(mouth_rng, (0.72, 0.18, 0.22), 0.05) if face.lipstick
@@ -411,8 +427,10 @@ def render_face(face: Face, rng: np.random.Generator, size: int) -> np.ndarray:
 
     # -- eyeglasses -------------------------------------------------------------------------------
     if face.glasses:
-        frame = _jitter(glasses_rng, [(0.04, 0.04, 0.04), (0.2, 0.1, 0.05), (0.1, 0.1, 0.25)]
-                        [glasses_rng.integers(3)], 0.02)
+        # frames contrast with the skin: dark on light skin, light metal / red on dark skin
+        palette = ([(0.04, 0.04, 0.04), (0.2, 0.1, 0.05), (0.1, 0.1, 0.25)] if face.skin_t < SKIN_LIGHT_FRAMES
+                   else [(0.85, 0.85, 0.88), (0.9, 0.75, 0.35), (0.75, 0.12, 0.12)])
+        frame = _jitter(glasses_rng, palette[glasses_rng.integers(3)], 0.02)
         tint = _jitter(glasses_rng, (0.75, 0.85, 0.95), 0.05)
         round_lens = glasses_rng.random() < 0.4
         thick = glasses_rng.uniform(3.0, 4.0) * s
