@@ -247,7 +247,7 @@ class VirtualCameraSink:
 
     def open(self, pipeline) -> None:
         import importlib.util
-        if importlib.util.find_spec("pyvirtualcam") is None:
+        if "pyvirtualcam" not in sys.modules and importlib.util.find_spec("pyvirtualcam") is None:
             raise UserError("--virtual-cam needs pyvirtualcam: pip install 'stargan-rt[virtualcam]'"
                             " (on Linux also the v4l2loopback module: sudo modprobe v4l2loopback "
                             "devices=1 exclusive_caps=1)")
