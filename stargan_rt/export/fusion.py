@@ -241,6 +241,25 @@ def _reference_op_class():
     return AdaIN
 
 
+def _opset_for_reference(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnx.reference implements QuantizeLinear / DequantizeLinear from opset 19 only; their
+    opset-13 semantics are the same, so a Q/DQ graph of opset 17 runs with its import raised to
+    19 (the other ops our graphs use are unchanged between 17 and 19; Reduce* are not, so
+    graphs with those are refused)."""
+    ops = {n.op_type for n in model.graph.node}
+    default = next((o for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if default is None or default.version >= 19 or not ops & {"QuantizeLinear",
+                                                              "DequantizeLinear"}:
+        return model
+    if any(op.startswith("Reduce") for op in ops):
+        raise ValueError("cannot run an opset < 19 Q/DQ graph with Reduce ops in onnx.reference")
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            entry.version = 19
+    return model
+
+
 def run_reference(model: onnx.ModelProto | str | os.PathLike, feeds: dict) -> list[np.ndarray]:
     """Run a (fused or plain) graph with onnx.reference and the numpy AdaIN definition.
 
@@ -250,5 +269,6 @@ def run_reference(model: onnx.ModelProto | str | os.PathLike, feeds: dict) -> li
 
     if not isinstance(model, onnx.ModelProto):
         model = load_model(Path(model))
+    model = _opset_for_reference(model)
     session = ReferenceEvaluator(model, new_ops=[_reference_op_class()])
     return session.run(None, feeds)

@@ -16,7 +16,9 @@ ConvTranspose only (the compute; no Q/DQ around InstanceNormalization, Resize, t
 arithmetic or the frame I/O), int8 symmetric activations (zero point 0), per-channel symmetric
 weights (Conv axis 0, ConvTranspose axis 1), no output quantization, float biases. Calibrated
 (99.99th percentile of |x|) on >= 256 real frames; the first and last conv (image in / out,
-3 channels) stay fp32. Everything not quantized stays fp32. Quantize the unfused graph
+3 channels) stay fp32. Accuracy guard: the int8 graph is compared with the fp32 graph on 32 of
+the calibration frames; below INT8_MIN_PSNR (32 dB) convs go back to fp32 one at a time from the
+input side until it passes (recorded in the metadata key ``int8``). Everything not quantized stays fp32. Quantize the unfused graph
 (ORT has to run it to calibrate), then fuse AdaIN: `prepare_graph` does it in that order.
 """
 from __future__ import annotations
@@ -42,6 +44,8 @@ FP32_OPS = ["InstanceNormalization", "BatchNormalization", "ReduceMean", "Reduce
             "RandomUniformLike", "RandomNormalLike"]
 QUANTIZED_OPS = ["Conv", "ConvTranspose"]
 MASK_FRAMES = 64
+INT8_MIN_PSNR = 32.0  # dB vs the fp32 graph; parity checks >= 30 dB against PyTorch
+CHECK_FRAMES = 32
 
 
 # -- fp16 ---------------------------------------------------------------------------------------
@@ -237,8 +241,73 @@ class _Reader:
         self.position, self.end = 0, self.batches
 
 
+def _psnr(got: list, want: list) -> float:
+    """Worst PSNR over the outputs; peak 255 for uint8 frames, 2 for float images in [-1, 1],
+    else the reference's value range (styles, masks, logits)."""
+    worst = float("inf")
+    for g, w in zip(got, want):
+        if w.dtype == np.uint8:
+            peak = 255.0
+        elif w.ndim == 4 and w.shape[1] == 3:
+            peak = 2.0
+        else:
+            peak = max(float(w.max() - w.min()), 1e-6)
+        g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
+        mse = float(np.mean((g - w) ** 2))
+        worst = min(worst, float("inf") if mse == 0 else 10 * np.log10(peak ** 2 / mse))
+    return worst
+
+
+def _run_batched(path: Path, feeds: dict, batch: int = 4) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    count = len(next(iter(feeds.values())))
+    parts = [session.run(None, {k: v[i:i + batch] for k, v in feeds.items()})
+             for i in range(0, count, batch)]
+    return [np.concatenate([p[j] for p in parts]) for j in range(len(parts[0]))]
+
+
+def _unquantized_consumers_read_float(model: onnx.ModelProto) -> int:
+    """Give every non-quantized consumer of a Q/DQ'd activation the float tensor back.
+
+    ONNX Runtime puts one Q/DQ pair on a tensor and lets all its consumers read the DQ output;
+    when a tensor feeds a conv and also an InstanceNormalization (the v2 residual blocks) or an
+    Add, those would read a quantized copy. TensorRT wants Q/DQ only in front of the layers that
+    run in int8; here everything else reads the original float tensor."""
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    rewired = 0
+    for node in graph.node:
+        if node.op_type in QUANTIZED_OPS or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for index, name in enumerate(node.input):
+            dq = producer.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producer.get(dq.input[0])
+            if q is None or q.op_type != "QuantizeLinear":
+                continue  # a weight (int8 initializer), not an activation
+            node.input[index] = q.input[0]
+            rewired += 1
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    while True:  # drop Q/DQ pairs nothing reads any more
+        keep = [n for n in graph.node if any(o in used for o in n.output)]
+        if len(keep) == len(graph.node):
+            break
+        del graph.node[:]
+        graph.node.extend(keep)
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    return rewired
+
+
 def to_int8_model(fp32_path: Path, model: onnx.ModelProto, frames: np.ndarray,
-                  aux: dict | None = None) -> onnx.ModelProto:
+                  aux: dict | None = None, min_psnr: float = INT8_MIN_PSNR,
+                  log=None) -> tuple[onnx.ModelProto, dict]:
+    """Quantize; if the result is below ``min_psnr`` dB against the fp32 graph on CHECK_FRAMES of
+    the calibration frames, move convs back to fp32 one at a time in graph order (measured on the
+    StarGAN graphs: the error adds up about evenly over the layers, the high-resolution input
+    side first) until it is not. Returns (model, info)."""
     import contextlib
     import io as _io
     import logging
@@ -247,6 +316,9 @@ def to_int8_model(fp32_path: Path, model: onnx.ModelProto, frames: np.ndarray,
     from onnxruntime.quantization.calibrate import CalibrationDataReader
 
     feeds = calibration_feeds(fp32_path, model, frames, aux)
+    count = len(frames)
+    size = frames.shape[1]
+    batch = 16 if size <= 64 else 8 if size <= 128 else 2
 
     class Reader(_Reader, CalibrationDataReader):
         pass
@@ -256,20 +328,25 @@ def to_int8_model(fp32_path: Path, model: onnx.ModelProto, frames: np.ndarray,
     convs = [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS]
     # The first conv (reads the image) and the last (writes it) are cheap (3 channels) and the
     # most visible in the output: they stay fp32.
-    exclude = sorted({convs[0], convs[-1]}) if len(convs) > 2 else []
+    fixed = [convs[-1]] if len(convs) > 2 else []
+    order = [c for c in convs if c not in fixed]
+    check = np.linspace(0, count - 1, min(CHECK_FRAMES, count)).round().astype(int)
+    check_feeds = {k: v[check] for k, v in feeds.items()}
     logger = logging.getLogger()
     level = logger.level
     with tempfile.TemporaryDirectory(prefix="stargan-rt-int8-") as tmp:
-        named, out = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        named, out, cache = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx", Path(tmp) / "cal"
         onnx.save(model, str(named))
-        try:  # quiet: the calibrators print per batch and log pre-processing advice
-            logger.setLevel(logging.ERROR)
+        reference = _run_batched(named, check_feeds)
+
+        def quantize(exclude: list[str]) -> float:
             with contextlib.redirect_stdout(_io.StringIO()):
                 quantize_static(
-                    str(named), str(out), Reader(feeds), quant_format=QuantFormat.QDQ,
+                    str(named), str(out), Reader(feeds, batch), quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=QUANTIZED_OPS, per_channel=True, reduce_range=False,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=exclude,
+                    calibration_cache_path=str(cache),  # calibrate once, re-quantize cheaply
                     extra_options={
                         "ActivationSymmetric": True, "WeightSymmetric": True,
                         "CalibTensorRangeSymmetric": True, "CalibPercentile": 99.99,
@@ -277,17 +354,35 @@ def to_int8_model(fp32_path: Path, model: onnx.ModelProto, frames: np.ndarray,
                         "QuantizeBias": False,
                         "OpTypesToExcludeOutputQuantization": QUANTIZED_OPS,
                         "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1}})
+            quantized = onnx.load(str(out))
+            _unquantized_consumers_read_float(quantized)
+            onnx.save(quantized, str(out))
+            return _psnr(_run_batched(out, check_feeds), reference)
+
+        try:  # quiet: the calibrators print per batch and log pre-processing advice
+            logger.setLevel(logging.ERROR)
+            kept = 1 if len(order) > 1 else 0  # the first conv (image in) stays fp32
+            psnr = quantize(fixed + order[:kept])
+            while psnr < min_psnr and kept < len(order):
+                kept += 1
+                psnr = quantize(fixed + order[:kept])
+                if log:
+                    log(f"int8 check {psnr:.1f} dB with the first {kept} convs in fp32")
         finally:
             logger.setLevel(level)
         quantized = onnx.load(str(out))
-    return quantized
+    info = {"check_psnr_db": round(psnr, 2), "check_frames": int(len(check)),
+            "quantized_convs": len(order) - kept, "fp32_convs": len(convs) - (len(order) - kept),
+            "min_psnr_db": min_psnr}
+    return quantized, info
 
 
 # -- public -------------------------------------------------------------------------------------
 
 def to_precision(onnx_fp32_path: str | os.PathLike, out_path: str | os.PathLike,
                  precision: str, calib_frames: np.ndarray | None = None,
-                 calib_inputs: dict[str, np.ndarray] | None = None) -> Path:
+                 calib_inputs: dict[str, np.ndarray] | None = None,
+                 min_psnr: float = INT8_MIN_PSNR) -> Path:
     """Write the ``precision`` version of an exported fp32 graph to ``out_path``.
 
     int8 needs ``calib_frames``: uint8 (N >= 256, S, S, 3) BGR face crops
@@ -310,8 +405,8 @@ def to_precision(onnx_fp32_path: str | os.PathLike, out_path: str | os.PathLike,
             raise UserError(f"{src} has fused AdaIN nodes that ONNX Runtime cannot run for "
                             "calibration; quantize the unfused graph, then fuse (prepare_graph)")
         _check_frames(calib_frames, model, src)
-        converted = to_int8_model(src, model, calib_frames, calib_inputs)
-        set_metadata(converted, calibration_frames=str(len(calib_frames)))
+        converted, info = to_int8_model(src, model, calib_frames, calib_inputs, min_psnr)
+        set_metadata(converted, calibration_frames=str(len(calib_frames)), int8=info)
     set_metadata(converted, precision=precision)
     onnx.checker.check_model(converted)
     return save_model(converted, out_path)
