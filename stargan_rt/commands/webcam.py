@@ -56,10 +56,10 @@ def register(subparsers) -> None:
     p.add_argument("--max-faces", type=int, default=8)
     p.add_argument("--crop-scale", type=float, metavar="S",
                    help="crop side = S x the detected face width (default: the bundle's "
-                        "config crop_scale, else 2.0 for v1 CelebA framing, 2.4 for v2)")
+                        "config crop_scale, else 2.2 for v1 CelebA framing, 1.95 for v2 CelebA-HQ)")
     p.add_argument("--crop-shift", type=float, metavar="D",
                    help="crop centre = face centre + D x face width, downwards (default -0.15 "
-                        "v1, -0.12 v2, or the bundle's crop_shift)")
+                        "v1, -0.07 v2, or the bundle's crop_shift)")
     p.add_argument("--no-align", action="store_true",
                    help="do not turn crops to level the eyes")
     p.add_argument("--no-colour-match", action="store_true",

@@ -16,12 +16,14 @@ import numpy as np
 from stargan_rt.errors import UserError
 
 # Framing: crop side = scale * face-box width; crop centre = box centre + shift * box width (y).
-# v1 (CelebA): the official loader centre-crops the 178x218 aligned photos to 178x178. There the
-# eyes sit at about y=91 and the mouth at y=132 of 178, eye distance ~39 px, which puts the Haar
-# frontal box (~2.3 eye distances wide, eyes ~0.38 w below its top) at about 90 px wide, centred
-# ~13 px below the crop centre: side = 2.0 w, shift = -0.15 w.
-# v2 (CelebA-HQ / AFHQ): looser framing with more hair and neck: side = 2.4 w, shift = -0.12 w.
-FRAMING = {"v1": (2.0, -0.15), "v2": (2.4, -0.12)}
+# Measured on the astronaut photo: the Haar frontal box is ~2.06 eye distances wide with the eyes
+# 0.38 box widths below its top.
+# v1 (CelebA): the official loader centre-crops the 178x218 aligned photos to 178x178; the eyes
+# sit ~39 px apart at y ~91 of the crop, so the box is ~80 px wide, centred ~12 px below the crop
+# centre: scale 2.2, shift -0.15.
+# v2 (CelebA-HQ, FFHQ-style alignment): the crop is ~4 eye distances wide, centred just below the
+# eyes (eye midpoint + 0.1 eye-to-mouth): scale 1.95, shift -0.07.
+FRAMING = {"v1": (2.2, -0.15), "v2": (1.95, -0.07)}
 
 
 def framing_for(arch: str, config: dict | None = None) -> tuple[float, float]:
