@@ -140,6 +140,11 @@ def test_folders_layout_with_smile_domains(tmp_path, cli):
             assert len(files) == n
             assert cv2.imread(str(files[0])).shape == (32, 32, 3)
     assert "train: neutral 8, smiling 8" in result.out
+    preview = tmp_path / "preview.png"
+    result = cli("data", "synth", tmp_path / "again", "--layout", "folders", "--count", "20",
+                 "--image-size", "32", "--preview", preview)
+    assert result.code == 0, result
+    assert cv2.imread(str(preview)).shape == (3 * 32, 8 * 32, 3)    # 18 train images, 8 a row
 
 
 @pytest.mark.parametrize("args, message", [

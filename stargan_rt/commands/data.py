@@ -42,6 +42,8 @@ def register(subparsers) -> None:
     synth.add_argument("--haar-check", type=int, default=0, metavar="N",
                        help="also render N extra faces at 256 px and print how many OpenCV's "
                             "frontal Haar cascade detects")
+    synth.add_argument("--preview", type=Path, metavar="PNG",
+                       help="also write a grid of up to 32 of the images (per domain for folders)")
     synth.add_argument("--json", action="store_true", help="print the summary as JSON")
     synth.set_defaults(func=run_synth)
 
@@ -68,6 +70,9 @@ def run_synth(args) -> int:
                          val_fraction=args.val_fraction, image_format=args.format,
                          workers=args.workers,
                          progress=progress)
+    if args.preview:
+        write_preview(args.preview, args.out)
+        summary["preview"] = str(args.preview)
     if args.haar_check:
         faces = (make_face(args.seed + 1_000_003, i, 256)[1] for i in range(args.haar_check))
         summary["haar_detection_rate_256px"] = haar_detection_rate(faces)
@@ -84,7 +89,29 @@ def run_synth(args) -> int:
     else:
         for split, domains in summary["splits"].items():
             print(f"  {split}: " + ", ".join(f"{d} {n}" for d, n in domains.items()))
+    if args.preview:
+        print(f"  preview: {args.preview}")
     if "haar_detection_rate_256px" in summary:
         print(f"  Haar frontal-face detection on {args.haar_check} extra faces at 256 px: "
               f"{summary['haar_detection_rate_256px']:.0%}")
     return 0
+
+
+def write_preview(path: Path, out: Path, count: int = 32, per_row: int = 8) -> None:
+    """Tile the first images: CelebA layout in file order, folders round-robin over domains."""
+    import numpy as np
+
+    from stargan_rt.imaging import read_image, write_image
+
+    if (out / "images").is_dir():
+        files = sorted((out / "images").iterdir())[:count]
+    else:
+        per_domain = [sorted(d.iterdir()) for d in sorted((out / "train").iterdir())]
+        files = [f for group in zip(*per_domain) for f in group][:count]
+    tiles = [read_image(f) for f in files]
+    if not tiles:
+        return
+    blank = np.full_like(tiles[0], 255)
+    tiles += [blank] * (-len(tiles) % per_row)
+    rows = [np.concatenate(tiles[i:i + per_row], axis=1) for i in range(0, len(tiles), per_row)]
+    write_image(path, np.concatenate(rows, axis=0))
