@@ -244,8 +244,8 @@ class TrtEngine(Engine):
             nbytes = int(np.prod(shape)) * spec.dtype.itemsize
             self._device[spec.name] = self._cuda.mem_alloc(max(nbytes, 1))
             context.set_tensor_address(spec.name, int(self._device[spec.name]))
-            if spec in self.outputs:
-                self._host[spec.name] = self._cuda.pagelocked_empty(shape, spec.dtype)
+            # Page-locked host staging buffers: pycuda's async copies require them.
+            self._host[spec.name] = self._cuda.pagelocked_empty(shape, spec.dtype)
 
     def _run(self, feeds):
         cuda = self._cuda
@@ -254,8 +254,10 @@ class TrtEngine(Engine):
             try:
                 for spec in self.inputs:
                     array = feeds[spec.name]
+                    staged = self._host[spec.name].reshape(-1)[:array.size].reshape(array.shape)
+                    np.copyto(staged, array)
                     self._context.set_input_shape(spec.name, array.shape)
-                    cuda.memcpy_htod_async(self._device[spec.name], array, self._stream)
+                    cuda.memcpy_htod_async(self._device[spec.name], staged, self._stream)
                 if not self._context.execute_async_v3(self._stream.handle):
                     raise RuntimeError("TensorRT execute_async_v3 failed (see its log)")
                 results = {}
