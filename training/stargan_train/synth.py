@@ -243,6 +243,19 @@ HIGHLIGHT, SKIN_LIGHT_FRAMES = 0.3, 0.6
 HEAD_HH, HEAD_DY, JAW_TAPER, HAIRLINE, BANGS_LINE = 46.0, 4.0, 0.2, -28.0, -19.0
 
 
+_GRIDS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(yy, xx) pixel coordinates / size, cached per size (read-only)."""
+    if size not in _GRIDS:
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+        yy.setflags(write=False)
+        xx.setflags(write=False)
+        _GRIDS[size] = (yy, xx)
+    return _GRIDS[size]
+
+
 def render_face(face: Face, rng: np.random.Generator, size: int) -> np.ndarray:
     """Draw one face; returns uint8 BGR (size, size, 3)."""
     # The mouth and the glasses draw from their own streams, so toggling either leaves the
@@ -252,7 +265,7 @@ def render_face(face: Face, rng: np.random.Generator, size: int) -> np.ndarray:
     s = R / 128.0                 # geometry below is written for a 128 px canvas
     cv = Canvas(R)
     img = cv.img
-    yy, xx = np.mgrid[0:R, 0:R].astype(np.float32) / R
+    yy, xx = _grid(R)
 
     # -- background: two-colour gradient + low-frequency blotches --------------------------
     c1, c2 = rng.random(3).astype(np.float32), rng.random(3).astype(np.float32)
@@ -474,12 +487,12 @@ def render_face(face: Face, rng: np.random.Generator, size: int) -> np.ndarray:
     gain = 1.0 + rng.uniform(0.05, 0.25) * ((xx - 0.5) * lx + (yy - 0.5) * ly) / norm * 2
     img *= gain[..., None] * rng.uniform(0.85, 1.1)
     img[:] = cv2.GaussianBlur(img, (0, 0), 0.5 * s)
-    img += rng.normal(0, 0.012, img.shape).astype(np.float32)
     rot = cv2.getRotationMatrix2D((cx, cy), roll, 1.0)
     img = cv2.warpAffine(img, rot, (R, R), flags=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_REFLECT101)
     if R != size:
         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    img += rng.normal(0, 0.012, img.shape).astype(np.float32)   # sensor noise at output size
     rgb = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(rgb[..., ::-1])
 
