@@ -445,6 +445,9 @@ class HttpSink:
         threading.Thread(target=self.server.serve_forever, name="stargan-http",
                          kwargs={"poll_interval": 0.2}, daemon=True).start()
         pipeline.log(f"serving the live page on {self.url}")
+        if self.host not in ("127.0.0.1", "::1", "localhost"):
+            pipeline.log(f"note: {self.host} is reachable from other machines; anyone who can "
+                         "reach it can watch the stream and switch the domain")
 
     def write(self, result, source, packet, pipeline):
         image = compose(result, source, pipeline.view["side_by_side"])
