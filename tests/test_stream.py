@@ -402,3 +402,12 @@ def test_truncated_video_is_reported_not_taken_as_the_end(frames, tmp_path):
     s = pipeline.summary()
     assert "truncated" in s["error"] and 5 < s["frames_out"] < N_FRAMES
     assert count_video_frames(out) == s["frames_out"]
+
+
+def test_mirror_flips_frames_at_capture(frames):
+    keep = Keep()
+    pipeline = Pipeline(ListSource(frames[:3]), FakeTranslator(), FaceStage(64, no_face=True),
+                        [keep], domain="Invert", log=lambda m: None)
+    assert handle_key(pipeline, "m") and pipeline.view["mirror"]
+    assert pipeline.run() == 0
+    assert np.array_equal(keep.items[0][1], frames[0][:, ::-1])

@@ -17,7 +17,7 @@ def register(subparsers) -> None:
         description="Stream frames through the engine: detect faces, translate them, paste them "
                     "back; show a window, record, serve a browser page. Keys in the window: "
                     "q quit, d/D domain, 1-9 domain, n new style, r face as style, o overlay, "
-                    "s side-by-side.")
+                    "s side-by-side, m mirror.")
     p.add_argument("--model", help="model bundle (default: the built-in demo model)")
     p.add_argument("--domain", help="target domain / attribute, e.g. smile (default: the first)")
     p.add_argument("--labels", help="v1: full target vector A=1,B=0,... instead of --domain")
@@ -65,6 +65,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-colour-match", action="store_true",
                    help="paste back without matching colour at the seam")
     p.add_argument("--side-by-side", action="store_true", help="start with source | result")
+    p.add_argument("--mirror", action="store_true", help="flip frames left-right (selfie view)")
     p.set_defaults(func=run)
 
 
@@ -190,6 +191,7 @@ def run(args) -> int:
                             reference_factory=reference_factory, precision=args.precision,
                             log=log, model_name=str(model_path))
         pipeline.view["side_by_side"] = args.side_by_side
+        pipeline.view["mirror"] = args.mirror
     except BaseException:
         source.close()
         raise

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 
 from stargan_rt.errors import UserError
@@ -300,7 +301,8 @@ class Pipeline:
         self.q_out = DropQueue(2 if self.lossy else 2, self.lossy, self.stop_event)
         self.q_parity = DropQueue(1 if self.lossy else 2, self.lossy, self.stop_event)
         self.commands: collections.deque = collections.deque()
-        self.view = {"side_by_side": False, "overlay": True}  # window / web page toggles
+        # window / web page toggles; mirror flips frames at capture (selfie view)
+        self.view = {"side_by_side": False, "overlay": True, "mirror": False}
         self.target = Target(domain=domain, labels=tuple(labels) if labels is not None else None,
                              seed=seed, ref_bgr=ref_bgr, psi=psi)
         self.latest_crops: np.ndarray | None = None
@@ -413,6 +415,8 @@ class Pipeline:
             if frame is None:
                 self.stop_reason = self.stop_reason or "end of source"
                 return
+            if self.view["mirror"]:
+                frame = cv2.flip(frame, 1)
             self.stats.stages["capture"].add((time.perf_counter() - t0) * 1000)
             self.stats.frames_in += 1
             self.q_detect.put(Packet(index, frame, t0))

@@ -20,7 +20,7 @@ import numpy as np
 from stargan_rt.errors import UserError
 
 KEY_HELP = ("keys: q/Esc quit | d/D next/previous domain | 1-9 domain by number | n new style (v2) "
-            "| r current face as style reference (v2) | o overlay | s side-by-side")
+            "| r current face as style reference (v2) | o overlay | s side-by-side | m mirror")
 
 
 def compose(result: np.ndarray, source: np.ndarray, side_by_side: bool) -> np.ndarray:
@@ -166,6 +166,8 @@ def handle_key(pipeline, char: str, code: int = 0) -> bool:
         pipeline.view["overlay"] = not pipeline.view["overlay"]
     elif char == "s":
         pipeline.view["side_by_side"] = not pipeline.view["side_by_side"]
+    elif char == "m":
+        pipeline.view["mirror"] = not pipeline.view["mirror"]
     elif char == "h":
         pipeline.log(KEY_HELP)
     return True
@@ -359,6 +361,7 @@ pre{background:#1b1b1b;padding:.6em;font-size:.85em;overflow:auto}
 <div id="domains"></div>
 <div id="controls">
 <button id="side-by-side">side by side</button>
+<button id="mirror">mirror</button>
 <button id="new-style" class="v2">new style</button>
 <button id="ref-face" class="v2">use current face as style</button>
 </div>
@@ -380,6 +383,7 @@ domains.forEach((name) => {
   box.appendChild(b);
 });
 document.getElementById('side-by-side').onclick = () => post('api/view', {toggle: 'side_by_side'});
+document.getElementById('mirror').onclick = () => post('api/view', {toggle: 'mirror'});
 document.getElementById('new-style').onclick = () => post('api/style', {});
 document.getElementById('ref-face').onclick = () => post('api/ref', {});
 if (arch !== 'v2') document.querySelectorAll('.v2').forEach((b) => b.style.display = 'none');
@@ -586,7 +590,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/api/view":
             key = body.get("toggle")
             if key not in p.view:
-                return self._send(400, b"toggle one of: side_by_side, overlay", "text/plain")
+                return self._send(400, b"toggle one of: side_by_side, overlay, mirror", "text/plain")
             p.view[key] = not p.view[key]
             return self._json(200, {"ok": True, "view": p.view})
         self._send(404, b"not found", "text/plain")
