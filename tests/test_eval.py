@@ -158,6 +158,25 @@ def test_eval_cli_v1_writes_table_and_json(tmp_path, cli, small_sets):
     assert (tmp_path / "grid.png").stat().st_size > 0
 
 
+def test_classifier_cache_is_reused_only_for_the_same_data(tmp_path, small_sets):
+    messages = []
+    full = ev.load_celeba(small_sets / "celeba", ATTRS, 32)
+    first, info = ev.cached_classifier(tmp_path / "clf.safetensors", full, 1, 30, 0,
+                                       messages.append)
+    assert (tmp_path / "clf.safetensors").is_file() and "cached" not in info
+    again, info = ev.cached_classifier(tmp_path / "clf.safetensors", full, 1, 30, 0,
+                                       messages.append)
+    assert info["cached"] and "loaded from" in messages[-1]
+    probe = full.images[:8]
+    assert (ev.predict(first, probe, "attributes") == ev.predict(again, probe, "attributes")).all()
+    fewer = full.subset(np.arange(40))
+    ev.cached_classifier(tmp_path / "clf.safetensors", fewer, 1, 30, 0, messages.append)
+    assert "retraining" in messages[-2] or "retraining" in " ".join(messages)
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    with pytest.raises(ev.UserError, match="not a classifier cache"):
+        ev.cached_classifier(tmp_path / "junk.safetensors", full, 1, 30, 0, messages.append)
+
+
 def test_eval_cli_v2_reports_diversity(tmp_path, cli, small_sets):
     model = _tiny_v2(tmp_path / "v2", ["black_hair", "blond_hair", "brown_hair"])
     report = tmp_path / "r.json"

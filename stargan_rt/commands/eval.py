@@ -32,6 +32,9 @@ def register(subparsers) -> None:
     parser.add_argument("--classifier-epochs", type=int, default=15)
     parser.add_argument("--classifier-seconds", type=float, default=120.0,
                         help="stop classifier training after this long (default 120)")
+    parser.add_argument("--classifier-cache", type=Path, metavar="FILE",
+                        help="reuse the classifier saved here when it was trained on the same "
+                             "data and settings; else train and save it (safetensors)")
     parser.add_argument("--seed", type=int, default=0, help="split / classifier seed")
     parser.add_argument("--report", type=Path, help="write the full results as JSON here")
     parser.add_argument("--samples", type=Path, help="write a PNG grid of inputs and outputs")
@@ -62,6 +65,7 @@ def run(args) -> int:
         classifier_epochs=args.classifier_epochs, classifier_seconds=args.classifier_seconds,
         seed=args.seed, test_data=args.test_data, inception=args.inception, lpips=args.lpips,
         lpips_backbone=args.lpips_backbone, samples_path=args.samples,
+        classifier_cache=args.classifier_cache,
         log=(lambda *_: None) if args.quiet else print)
     print(format_table(report))
     if args.report:

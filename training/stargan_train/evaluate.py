@@ -308,6 +308,63 @@ def train_classifier(train: LabelledSet, epochs: int = 15, seconds: float = 120.
                    "train_images": len(train)}
 
 
+CLASSIFIER_VERSION = 1
+
+
+def classifier_key(train: LabelledSet, epochs: int, seed: int) -> str:
+    """Identifies a trained classifier: its training images, labels, names and settings."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    digest.update(json.dumps([CLASSIFIER_VERSION, train.names, train.kind, epochs, seed,
+                              list(train.images.shape)]).encode())
+    digest.update("\n".join(train.files).encode())
+    digest.update(np.ascontiguousarray(train.labels).tobytes())
+    digest.update(hashlib.sha256(train.images.tobytes()).digest())
+    return digest.hexdigest()[:32]
+
+
+def cached_classifier(path, train: LabelledSet, epochs: int, seconds: float, seed: int,
+                      log=print):
+    """Load the classifier from ``path`` when it was trained on exactly this data with these
+    settings; otherwise train one (and save it there, atomically, when a path is given)."""
+    if path is None:
+        return train_classifier(train, epochs, seconds, seed, log)
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    key = classifier_key(train, epochs, seed)
+    if path.is_file():
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                meta = handle.metadata() or {}
+                state = {k: handle.get_tensor(k) for k in handle.keys()}
+        except Exception as exc:  # unreadable / not safetensors
+            raise UserError(f"{path}: not a classifier cache written by `stargan-rt eval` "
+                            f"({exc}); delete it or give another --classifier-cache path")
+        if meta.get("key") == key:
+            model = build_classifier(len(train.names))
+            model.load_state_dict(state)
+            model.eval()
+            info = json.loads(meta.get("info", "{}"))
+            info["cached"] = str(path)
+            log(f"classifier: loaded from {path} (same data and settings)")
+            return model, info
+        log(f"classifier: {path} was trained on other data or settings; retraining")
+    model, info = train_classifier(train, epochs, seconds, seed, log)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
+                  metadata={"key": key, "info": json.dumps(info), "names": json.dumps(train.names)})
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"{path}: cannot save the classifier ({exc.strerror or exc})")
+    return model, info
+
+
 def predict(model, images_bgr: np.ndarray, kind: str, batch: int = 256) -> np.ndarray:
     """Attributes: 0/1 (N, C) ints; classes: (N,) class indexes."""
     import torch
@@ -504,6 +561,7 @@ def run_evaluation(model: str | os.PathLike, data: str | os.PathLike, max_images
                    seed: int = 0, test_data: str | os.PathLike | None = None,
                    inception: str | None = None, lpips: str | None = None,
                    lpips_backbone: str | None = None, samples_path: str | None = None,
+                   classifier_cache: str | os.PathLike | None = None,
                    translator=None, adapter=None, log=print) -> dict:
     """Evaluate a bundle. Tests may pass ``translator`` (anything with bundle, domains,
     image_size, arch) and ``adapter`` (V1Adapter / V2Adapter interface) instead."""
@@ -537,7 +595,8 @@ def run_evaluation(model: str | os.PathLike, data: str | os.PathLike, max_images
     skipped = sorted(set(train.skipped + held.skipped))
     if skipped:
         log(f"  skipped {len(skipped)} undecodable image(s), e.g. {', '.join(skipped[:3])}")
-    classifier, info = train_classifier(train, classifier_epochs, classifier_seconds, seed, log)
+    classifier, info = cached_classifier(classifier_cache, train, classifier_epochs,
+                                         classifier_seconds, seed, log)
     info["held_out_accuracy"] = classifier_accuracy(classifier, held)
     log(f"classifier: {info['epochs']} epochs in {info['seconds']} s; accuracy on held-out real "
         "images: " + ", ".join(f"{k} {v:.1%}" for k, v in info["held_out_accuracy"].items()))
