@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from stargan_rt.bundle import Bundle, Domain, Manifest, write_bundle
-from stargan_rt.export.calibration import drawn_faces
+from stargan_rt.export.calibration import synthetic_faces
 from stargan_rt.imaging import bgr_to_unit_nchw, unit_nchw_to_bgr
 from stargan_rt.models.build import build_network, load_network
 
@@ -46,8 +46,9 @@ def v2_bundle(root: Path, w_hpf: int = 0, with_fan: bool | None = None) -> Path:
 
 
 def faces(size: int, count: int, seed: int = 1) -> np.ndarray:
-    """Face-like uint8 BGR crops (not noise)."""
-    return drawn_faces(size, count, seed)
+    """Face-like uint8 BGR crops (not noise): the synthetic faces under seeds the calibration
+    default (CALIBRATION_SEED) does not use."""
+    return synthetic_faces(size, count, seed=1_000 + seed)
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:

@@ -112,30 +112,33 @@ def _from_video(path: Path, size: int, count: int) -> np.ndarray:
     return np.stack(frames)[:count]
 
 
-def synthetic_faces(size: int, count: int, seed: int = 0) -> np.ndarray:
-    """Built-in demo faces: stargan_train.synth when installed, else a simple drawn face."""
+CALIBRATION_SEED = 90_001  # a seed of its own: not the faces the demo models were trained on
+
+
+def synthetic_faces(size: int, count: int, seed: int = CALIBRATION_SEED) -> np.ndarray:
+    """Built-in demo faces from stargan_train.synth (the `stargan-rt data synth` renderer); the
+    simple drawn faces below when the training package is not installed."""
     try:
-        from stargan_train import synth  # written by the training stage
+        from stargan_train.synth import make_face
     except ImportError:
-        synth = None
-    if synth is not None:
-        for name in ("render_batch", "make_faces", "generate"):
-            fn = getattr(synth, name, None)
-            if callable(fn):
-                try:
-                    faces = np.asarray(fn(count=count, size=size, seed=seed))
-                except TypeError:
-                    continue
-                if faces.shape == (count, size, size, 3) and faces.dtype == np.uint8:
-                    return faces
-    return drawn_faces(size, count, seed)
+        return drawn_faces(size, count, seed)
+    frames = np.empty((count, size, size, 3), np.uint8)
+    for index in range(count):
+        image = make_face(seed, index, size)[1]
+        if image.shape != (size, size, 3):
+            import cv2
+
+            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+        frames[index] = image
+    return frames
 
 
 def drawn_faces(size: int, count: int, seed: int = 0) -> np.ndarray:
     """Simple face-like pictures (skin-toned head, hair, eyes, brows, mouth, shading, noise).
 
-    Only a fallback for calibration / tests when the synthetic data module is unavailable: the
-    statistics (smooth regions, edges, skin colours) resemble faces far more than random noise.
+    A fallback for calibration when the training package (stargan_train) is not installed, and a
+    quick source of face-like test images: smooth regions, edges and skin colours like faces, not
+    like random noise.
     """
     import cv2
 
