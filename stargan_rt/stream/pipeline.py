@@ -503,7 +503,9 @@ class Pipeline:
     # -- main thread: paste + sinks --------------------------------------------------------------
     def _output(self, packet: Packet) -> None:
         t = time.perf_counter()
-        need_source = any(getattr(s, "needs_source", False) for s in self.sinks)
+        # a sink's needs_source: True = always, "side_by_side" = only while that view is on
+        wants = [getattr(s, "needs_source", False) for s in self.sinks]
+        need_source = True in wants or ("side_by_side" in wants and self.view["side_by_side"])
         source_frame = packet.frame.copy() if need_source and not self.faces.no_face else \
             packet.frame
         if packet.translated is not None:

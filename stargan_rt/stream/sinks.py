@@ -1,6 +1,8 @@
 """Outputs: OpenCV window with overlay and keys, video recording, HTTP page with an MJPEG stream.
 
-A sink has ``open(pipeline)``, ``write(result, source, packet, pipeline) -> False to quit``,
+A sink has ``needs_source`` (True: ``source`` must be the untouched frame; "side_by_side": only
+while that view is on; False: never), ``open(pipeline)``,
+``write(result, source, packet, pipeline) -> False to quit``,
 optional ``idle(pipeline)`` (called while no frame is ready) and ``close(pipeline)``, which must
 finalise whatever it wrote on every stop path.
 """
@@ -92,7 +94,7 @@ def gui_available() -> str | None:
 
 # ---------------------------------------------------------------------------------------------
 class WindowSink:
-    needs_source = True
+    needs_source = "side_by_side"
 
     def __init__(self, title: str = "stargan-rt"):
         self.title = title
@@ -411,7 +413,7 @@ setInterval(refresh, 500); refresh();
 class HttpSink:
     """A page with the live MJPEG stream, the stats and buttons; served from its own thread."""
 
-    needs_source = True
+    needs_source = "side_by_side"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, quality: int = 80):
         self.host, self.port, self.quality = host, port, quality
@@ -422,6 +424,8 @@ class HttpSink:
         self.server = None
         self.pipeline = None
         self.clients = 0
+        self.encode_lock = threading.Lock()
+        self.encoded: tuple[int, bytes] = (-1, b"")
 
     @property
     def url(self) -> str:
@@ -464,6 +468,13 @@ class HttpSink:
     def jpeg(self, image: np.ndarray) -> bytes:
         ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         return data.tobytes() if ok else b""
+
+    def latest_jpeg(self, seq: int, image: np.ndarray) -> bytes:
+        """Encode each frame once, however many browsers watch."""
+        with self.encode_lock:
+            if self.encoded[0] != seq:
+                self.encoded = (seq, self.jpeg(image))
+            return self.encoded[1]
 
     def stats(self) -> dict:
         p = self.pipeline
@@ -545,7 +556,7 @@ class _Handler(BaseHTTPRequestHandler):
                     image, seen = sink.latest, sink.seq
                 if image is None:
                     continue
-                data = sink.jpeg(image)
+                data = sink.latest_jpeg(seen, image)
                 self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " +
                                  str(len(data)).encode() + b"\r\n\r\n" + data + b"\r\n")
                 self.wfile.flush()
