@@ -411,3 +411,27 @@ def test_mirror_flips_frames_at_capture(frames):
     assert handle_key(pipeline, "m") and pipeline.view["mirror"]
     assert pipeline.run() == 0
     assert np.array_equal(keep.items[0][1], frames[0][:, ::-1])
+
+
+def test_live_parity_warns_below_the_precision_threshold(frames):
+    class Noisy(FakeTranslator):
+        def __call__(self, crops):
+            out = super().__call__(crops).astype(int)
+            noise = np.random.default_rng(0).integers(-20, 21, out.shape)
+            return np.clip(out + noise, 0, 255).astype(np.uint8)  # ~27 dB: below int8's 30 dB
+
+    logs = []
+    pipeline = Pipeline(ListSource(frames[:12]), FakeTranslator(), FaceStage(64), [],
+                        domain="Invert", parity_every=3, reference_factory=Noisy,
+                        precision="int8", log=logs.append)
+    assert pipeline.run() == 0
+    p = pipeline.summary()["parity"]
+    assert p["checks"] == 4 and p["failed_checks"] == 4 and p["passed"] is False
+    assert p["threshold"] == {"metric": "psnr_db", "value": 30.0} and p["psnr_db"]["mean"] < 30
+    assert any("WARNING parity below the int8 threshold" in line for line in logs)
+    clean = Pipeline(ListSource(frames[:6]), FakeTranslator(), FaceStage(64), [],
+                     domain="Invert", parity_every=2, reference_factory=FakeTranslator,
+                     precision="fp32", log=lambda m: None)
+    assert clean.run() == 0
+    p = clean.summary()["parity"]
+    assert p["passed"] and p["max_abs_err"] == 0 and p["psnr_db"]["min"] == 100.0
