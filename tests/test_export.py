@@ -171,3 +171,21 @@ def test_export_command(cli, bundles, tmp_path):
     few = cli("export", "--model", bundles["v1"], "--out", tmp_path / "x", "--precision", "int8",
               "--calib", tmp_path / "g")
     assert few.code == 2 and "found 0 usable calibration frame" in few.err
+
+
+def test_onnxsim_failure_falls_back_and_says_so(bundles, tmp_path, monkeypatch):
+    import onnxsim
+
+    def broken(model):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(onnxsim, "simplify", broken)
+    logs: list[str] = []
+    paths = export_bundle(bundles["v1"], tmp_path, networks=["generator"], log=logs.append)
+    meta = get_metadata(load_model(paths["generator"]))
+    assert meta["simplified"] == "no (onnxsim failed: RuntimeError: boom)"
+    assert "simplified: no (onnxsim failed" in logs[0]
+    assert [p.name for p in tmp_path.iterdir()] == ["generator.uint8.fp32.onnx"]  # no temp files
+    feeds = _feeds(paths["generator"], 2)
+    got = run_ort(paths["generator"], feeds)[0]
+    assert _max_err(got, torch_outputs(bundles["v1"], "generator", feeds, "uint8")[0]) <= 1
