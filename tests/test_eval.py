@@ -157,6 +157,16 @@ def test_eval_cli_v1_writes_table_and_json(tmp_path, cli, small_sets):
     assert data["reconstruction_l1"] > 0
     assert (tmp_path / "grid.png").stat().st_size > 0
 
+    # --test-data: translate every image of another set (here the folder-free CelebA set made
+    # with another seed) instead of the held-out part
+    other = tmp_path / "other"
+    synthesize(other, count=7, image_size=32, seed=44, workers=1)
+    result = cli("eval", "--model", model, "--data", small_sets / "celeba", "--test-data", other,
+                 "--classifier-epochs", "1", "--report", report, "--quiet")
+    assert result.code == 0, result
+    data = json.loads(report.read_text())
+    assert data["held_out_images"] == 7 and data["test_data"] == str(other)
+
 
 def test_classifier_cache_is_reused_only_for_the_same_data(tmp_path, small_sets):
     messages = []

@@ -166,7 +166,7 @@ def load_folders(base: Path, domains: list[str], match, size: int) -> LabelledSe
 
 
 def load_eval_sets(data: Path, domains: list[str], match, size: int, holdout: float = 0.1,
-                   seed: int = 0, test_data: Path | None = None
+                   seed: int = 0, test_data: Path | None = None, check: bool = True
                    ) -> tuple[LabelledSet, LabelledSet, str]:
     """(classifier training set, held-out set, layout)."""
     if not data.is_dir():
@@ -184,12 +184,12 @@ def load_eval_sets(data: Path, domains: list[str], match, size: int, holdout: fl
         else:
             train, held = _split(train, holdout, seed)
     if test_data is not None:
-        test_sets = load_eval_sets(test_data, domains, match, size, 1.0, seed)
+        test_sets = load_eval_sets(test_data, domains, match, size, 1.0, seed, check=False)
         if test_sets[2] != layout:
             raise UserError(f"--test-data {test_data} is in the {test_sets[2]} layout but --data "
                             f"{data} is {layout}; give both in the same layout")
         held = _concat(test_sets[0], test_sets[1])
-    for what, subset in (("training", train), ("held-out", held)):
+    for what, subset in (("training", train), ("held-out", held)) if check else ():
         if len(subset) == 0:
             raise UserError(f"{data}: no decodable images for the classifier's {what} part")
     return train, held, layout
