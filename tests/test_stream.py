@@ -435,3 +435,16 @@ def test_live_parity_warns_below_the_precision_threshold(frames):
     assert clean.run() == 0
     p = clean.summary()["parity"]
     assert p["passed"] and p["max_abs_err"] == 0 and p["psnr_db"]["min"] == 100.0
+
+
+def test_measure_framing_recovers_the_crop_geometry():
+    from stargan_rt.stream.faces import measure_framing
+    for arch in ("v1", "v2"):
+        stage = FaceStage(128, arch=arch, align=False)
+        crops = [stage.crops(f)[1][0] for f in face_frames(6, size=(480, 360))]
+        got = measure_framing(crops)
+        assert got["detected"] == 1.0
+        assert got["crop_scale"] == pytest.approx(stage.framing[0], rel=0.08)
+        assert got["crop_shift"] == pytest.approx(stage.framing[1], abs=0.04)
+    with pytest.raises(UserError):
+        measure_framing([np.zeros((64, 64, 3), np.uint8)])

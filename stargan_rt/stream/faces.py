@@ -32,6 +32,32 @@ def framing_for(arch: str, config: dict | None = None) -> tuple[float, float]:
     return float(config.get("crop_scale", scale)), float(config.get("crop_shift", shift))
 
 
+def measure_framing(images, detector: "HaarDetector | None" = None) -> dict:
+    """The framing of a set of square training images, measured with the detector the runtime
+    uses: median crop_scale (image side / face-box width) and crop_shift ((image centre - box
+    centre) / box width, vertical). Put them in a bundle's manifest config (``crop_scale``,
+    ``crop_shift``) so live crops match what the model was trained on."""
+    detector = detector or HaarDetector(max_side=512, min_face=0.2)
+    scales, shifts, total = [], [], 0
+    for image in images:
+        total += 1
+        if image.shape[1] < 160:  # upscale small training images for the detector
+            image = cv2.resize(image, (256, round(256 * image.shape[0] / image.shape[1])),
+                               interpolation=cv2.INTER_CUBIC)
+        grey, scale = detector.small_grey(image)
+        found = detector.detect_weighted(grey, scale)
+        if not found:
+            continue
+        (x, y, w, h), _ = max(found, key=lambda bw: bw[0][2])
+        scales.append(image.shape[1] / w)
+        shifts.append((image.shape[0] / 2.0 - (y + h / 2.0)) / w)
+    if not scales:
+        raise UserError("no face found in the images: cannot measure their framing")
+    return {"crop_scale": round(float(np.median(scales)), 3),
+            "crop_shift": round(float(np.median(shifts)), 3),
+            "detected": round(len(scales) / max(total, 1), 3)}
+
+
 def _iou(a, b) -> float:
     ax1, ay1, ax2, ay2 = a[0], a[1], a[0] + a[2], a[1] + a[3]
     bx1, by1, bx2, by2 = b[0], b[1], b[0] + b[2], b[1] + b[3]
