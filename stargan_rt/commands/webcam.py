@@ -97,7 +97,7 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 def run(args) -> int:
     from stargan_rt.defaults import resolve_model
-    from stargan_rt.stream.faces import FaceStage
+    from stargan_rt.stream.faces import SYNTHETIC_FRAMING, FaceStage
     from stargan_rt.stream.pipeline import Pipeline
     from stargan_rt.stream.sinks import HttpSink, ProgressSink, RecordSink, VirtualCameraSink, \
         WindowSink, gui_available, parse_serve
@@ -154,6 +154,8 @@ def run(args) -> int:
             raise UserError("--seed/--ref/--psi apply to StarGAN v2 models; this is a v1 model")
         manifest = getattr(getattr(translator, "bundle", None), "manifest", None)
         config = dict(getattr(manifest, "config", None) or {})
+        if "crop_scale" not in config and _is_demo(model_path):
+            config.update(SYNTHETIC_FRAMING)  # the demo faces are framed tighter than CelebA
         if args.crop_scale is not None:
             if not 1.0 <= args.crop_scale <= 5.0:
                 raise UserError("--crop-scale must be between 1 and 5 (face widths)")
@@ -227,6 +229,14 @@ def run(args) -> int:
     if stats_path:
         log(f"stats written to {stats_path}")
     return code
+
+
+def _is_demo(model_path) -> bool:
+    from stargan_rt.defaults import DEMO_MODELS
+    try:
+        return any(Path(model_path).resolve() == p.resolve() for p in DEMO_MODELS.values())
+    except OSError:
+        return False
 
 
 def _canonical(translator, name: str) -> str:
