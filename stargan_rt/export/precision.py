@@ -37,7 +37,7 @@ from stargan_rt.export.contract import PRECISIONS
 from stargan_rt.export.onnx_io import get_metadata, load_model, save_model, set_metadata
 
 HEAVY_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
-FP32_OPS = ["InstanceNormalization", "BatchNormalization", "ReduceMean", "ReduceSum",
+FP32_OPS = ["InstanceNormalization", "ReduceMean", "ReduceSum",
             "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2", "ReduceSumSquare", "Pow", "Sqrt",
             "Exp", "Log", "Softmax", "LayerNormalization", "GroupNormalization", "IsNaN",
             "IsInf", "Range", "CumSum", "TopK", "NonMaxSuppression", "RoiAlign", "Upsample",
@@ -89,13 +89,77 @@ def to_fp16_model(model: onnx.ModelProto) -> onnx.ModelProto:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.ModelProto.FromString(model.SerializeToString())
+    _constants_to_initializers(model)
     _name_nodes(model)
     block_nodes = _outside_heavy_span(model)
     converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=FP32_OPS,
                                          node_block_list=block_nodes)
     _name_nodes(converted)
     topological_sort(converted.graph)
+    _drop_cast_round_trips(converted)
+    del converted.graph.value_info[:]  # stale annotations; consumers re-infer what they need
     return converted
+
+
+def _constants_to_initializers(model: onnx.ModelProto) -> None:
+    """Constant nodes -> initializers (the fp16 converter casts Constant outputs to fp16 and
+    back even where fp32 nodes read them; it handles initializers per consumer)."""
+    graph = model.graph
+    keep = []
+    for node in graph.node:
+        value = next((a for a in node.attribute if a.name == "value"), None)
+        if node.op_type == "Constant" and value is not None and len(node.attribute) == 1:
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(value.t)
+            tensor.name = node.output[0]
+            graph.initializer.append(tensor)
+        else:
+            keep.append(node)
+    del graph.node[:]
+    graph.node.extend(keep)
+
+
+def _drop_cast_round_trips(model: onnx.ModelProto) -> int:
+    """Cast(fp32 -> fp16) -> Cast(-> fp32) pairs between two fp32 nodes: read the fp32 tensor."""
+    graph = model.graph
+    bare = onnx.ModelProto.FromString(model.SerializeToString())
+    del bare.graph.value_info[:]  # the converter leaves some stale fp32 annotations behind
+    try:
+        inferred = onnx.shape_inference.infer_shapes(bare)
+    except Exception:
+        return 0
+    types = {v.name: v.type.tensor_type.elem_type for v in
+             list(inferred.graph.value_info) + list(graph.input)}
+    types.update({i.name: i.data_type for i in graph.initializer})
+    producer = {o: n for n in graph.node for o in n.output}
+
+    def cast_to(node):
+        return next((a.i for a in node.attribute if a.name == "to"), None)
+
+    dropped = 0
+    outputs = {o.name for o in graph.output}
+    for node in graph.node:
+        if node.op_type != "Cast" or cast_to(node) != onnx.TensorProto.FLOAT:
+            continue
+        first = producer.get(node.input[0])
+        if first is None or first.op_type != "Cast" or cast_to(first) != onnx.TensorProto.FLOAT16:
+            continue
+        if types.get(first.input[0]) != onnx.TensorProto.FLOAT or node.output[0] in outputs:
+            continue
+        for other in graph.node:  # consumers read the original fp32 tensor
+            for index, name in enumerate(other.input):
+                if name == node.output[0]:
+                    other.input[index] = first.input[0]
+        dropped += 1
+    used = {i for n in graph.node for i in n.input} | outputs
+    while True:
+        keep = [n for n in graph.node if any(o in used for o in n.output)]
+        if len(keep) == len(graph.node):
+            break
+        del graph.node[:]
+        graph.node.extend(keep)
+        used = {i for n in graph.node for i in n.input} | outputs
+    return dropped
 
 
 def topological_sort(graph: onnx.GraphProto) -> None:
