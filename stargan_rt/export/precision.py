@@ -379,6 +379,10 @@ def to_int8_model(fp32_path: Path, model: onnx.ModelProto, frames: np.ndarray,
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import CalibrationDataReader
 
+    if not any(n.op_type in QUANTIZED_OPS for n in model.graph.node):
+        return onnx.ModelProto.FromString(model.SerializeToString()), {
+            "quantized_convs": 0, "fp32_convs": 0,
+            "note": "no Conv / ConvTranspose: nothing to quantize, the graph stays fp32"}
     feeds = calibration_feeds(fp32_path, model, frames, aux)
     count = len(frames)
     size = frames.shape[1]
