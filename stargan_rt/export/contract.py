@@ -113,3 +113,29 @@ def io_spec(arch: str, network: str, io: str, image_size: int,
     for spec in entry["inputs"] + entry["outputs"]:
         spec["shape"] = [sizes.get(d, d) if isinstance(d, str) else d for d in spec["shape"]]
     return entry
+
+# The TensorRT plugin node the AdaIN fusion pass (stargan_rt.export.fusion) writes. TensorRT's
+# ONNX parser hands a node whose op_type has no built-in importer to the registered plugin with
+# name = op_type, version = plugin_version, namespace = plugin_namespace; the other attributes
+# arrive as plugin fields.
+ADAIN_PLUGIN = {
+    "op_type": "AdaIN",
+    "domain": "trt.plugins",
+    "plugin_version": "1",
+    "plugin_namespace": "",
+    "inputs": [
+        {"name": "x", "dtype": "float32 | float16", "shape": ["N", "C", "H", "W"]},
+        {"name": "gamma", "dtype": "same as x", "shape": ["N", "C"]},
+        {"name": "beta", "dtype": "same as x", "shape": ["N", "C"]},
+    ],
+    "outputs": [{"name": "y", "dtype": "same as x", "shape": ["N", "C", "H", "W"]}],
+    "attributes": {
+        "epsilon": "float, added to the biased variance over H, W (1e-5 in StarGAN v2)",
+        "negative_slope": "float, LeakyReLU slope when has_activation = 1 (0.2 in StarGAN v2)",
+        "has_activation": "int 0 | 1",
+    },
+    "computes": "y = (1 + gamma) * (x - mean_hw) / sqrt(var_hw + epsilon) + beta, then "
+                "LeakyReLU(negative_slope) if has_activation; statistics accumulated in fp32 "
+                "also for fp16 x",
+    "reference": "stargan_rt.export.fusion.adain_reference (numpy)",
+}
