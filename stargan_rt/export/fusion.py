@@ -36,12 +36,13 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from stargan_rt.export.contract import ADAIN_PLUGIN
 from stargan_rt.export.onnx_io import get_metadata, load_model, save_model, set_metadata
 
-ADAIN_OP = "AdaIN"
-ADAIN_DOMAIN = "trt.plugins"
-PLUGIN_VERSION = "1"
-PLUGIN_NAMESPACE = ""
+ADAIN_OP = ADAIN_PLUGIN["op_type"]
+ADAIN_DOMAIN = ADAIN_PLUGIN["domain"]
+PLUGIN_VERSION = ADAIN_PLUGIN["plugin_version"]
+PLUGIN_NAMESPACE = ADAIN_PLUGIN["plugin_namespace"]
 
 
 def adain_reference(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, epsilon: float = 1e-5,
