@@ -88,6 +88,22 @@ def test_glasses_change_the_eye_band():
         assert below.max() == 0, "toggling glasses must not change the mouth / shoulders"
 
 
+def test_subtlety_shrinks_smile_and_glasses_but_keeps_them_visible():
+    def changed(force_a, force_b, subtlety):
+        return sum(int((np.abs(make_face(11, i, 64, force=force_a, subtlety=subtlety)[1]
+                               .astype(np.int32) - make_face(11, i, 64, force=force_b,
+                                                             subtlety=subtlety)[1]).sum(2)
+                        > 60).sum()) for i in range(6))
+
+    off = {"smile": False, "glasses": False}
+    for key in ("smile", "glasses"):
+        on = dict(off, **{key: True})
+        bold, subtle = changed(off, on, 0.0), changed(off, on, 1.0)
+        assert 0 < subtle < 0.8 * bold, (key, bold, subtle)
+        assert subtle > 60, (key, subtle)       # still there: ~10+ changed pixels per face
+    assert np.array_equal(make_face(3, 1, 64)[1], make_face(3, 1, 64, subtlety=0.0)[1])
+
+
 def test_hair_colours_are_distinct():
     # Same faces in each hair colour; hair pixels = where black and blond versions differ.
     means = {h: [] for h in ("black", "blond", "brown", "gray")}
@@ -157,6 +173,7 @@ def test_folders_layout_with_smile_domains(tmp_path, cli):
     (["--layout", "folders", "--domains", "smiling"], "at least two domains"),
     (["--domains", "smiling"], "picks the hair colours"),
     (["--image-size", "8"], "--image-size must be"),
+    (["--subtlety", "2"], "--subtlety must be in [0, 1]"),
 ])
 def test_bad_input_exits_2(tmp_path, cli, args, message):
     out = tmp_path / "out"

@@ -37,6 +37,9 @@ def register(subparsers) -> None:
                        help="folders: fraction of each domain written to val/ (default 0.1)")
     synth.add_argument("--format", choices=("jpg", "png"),
                        help="image format (default: jpg for celeba, png for folders)")
+    synth.add_argument("--subtlety", type=float, default=0.0,
+                       help="0 (default): bold smiles and heavy browline glasses, easy to learn; "
+                            "up to 1: smaller smiles and thin rims (harder, closer to real photos)")
     synth.add_argument("--workers", type=int,
                        help="render in this many processes (default: CPU count, at most 4)")
     synth.add_argument("--haar-check", type=int, default=0, metavar="N",
@@ -68,7 +71,7 @@ def run_synth(args) -> int:
     summary = synthesize(args.out, count=args.count, image_size=args.image_size,
                          layout=args.layout, seed=args.seed, domains=args.domains,
                          val_fraction=args.val_fraction, image_format=args.format,
-                         workers=args.workers,
+                         workers=args.workers, subtlety=args.subtlety,
                          progress=progress)
     if args.preview:
         write_preview(args.preview, args.out)

@@ -256,8 +256,11 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return _GRIDS[size]
 
 
-def render_face(face: Face, rng: np.random.Generator, size: int) -> np.ndarray:
-    """Draw one face; returns uint8 BGR (size, size, 3)."""
+def render_face(face: Face, rng: np.random.Generator, size: int,
+                subtlety: float = 0.0) -> np.ndarray:
+    """Draw one face; returns uint8 BGR (size, size, 3). ``subtlety`` 0..1 shrinks the smile and
+    thins the glasses (0: bold, easy to learn; 1: small features, closer to real photos)."""
+    subtle = float(np.clip(subtlety, 0.0, 1.0))
     # The mouth and the glasses draw from their own streams, so toggling either leaves the
     # rest of the face (pose, lighting, noise) exactly as it was.
     mouth_rng, glasses_rng = (np.random.default_rng(int(v)) for v in rng.integers(0, 2**63, 2))
@@ -402,12 +405,13 @@ def render_face(face: Face, rng: np.random.Generator, size: int) -> np.ndarray:
            else np.clip(skin * np.array([0.82, 0.6, 0.6], np.float32), 0, 1))
     mx, my = fx(0) + yaw * 2 * scale, fy(24)
     if face.smiling:
-        half = mouth_rng.uniform(12.5, 14.5) * scale
+        half = mouth_rng.uniform(12.5, 14.5) * scale * (1 - 0.3 * subtle)
         top_y = my - 2.0 * scale
         upper = _curve(mx - half, mx + half, top_y, 2.2 * scale, 14)          # gentle U
-        lower = _curve(mx + half, mx - half, top_y, mouth_rng.uniform(10.5, 12.5) * scale, 14)
+        sag = mouth_rng.uniform(10.5, 12.5) * scale * (1 - 0.55 * subtle)
+        lower = _curve(mx + half, mx - half, top_y, sag, 14)
         # corners pulled up
-        corner_lift = 2.5 * scale
+        corner_lift = 2.5 * scale * (1 - 0.4 * subtle)
         upper[0] = (upper[0][0], upper[0][1] - corner_lift)
         upper[-1] = (upper[-1][0], upper[-1][1] - corner_lift)
         lower[0] = (lower[0][0], lower[0][1] - corner_lift)
@@ -415,7 +419,7 @@ def render_face(face: Face, rng: np.random.Generator, size: int) -> np.ndarray:
         outline = upper + lower
         mouth = cv.poly(outline)
         cv.blend(mouth, (0.38, 0.06, 0.08))
-        teeth_band = cv.ellipse(mx, top_y + 1.5 * scale, half * 0.9, 5.5 * scale)
+        teeth_band = cv.ellipse(mx, top_y + 1.5 * scale, half * 0.9, 5.5 * scale * (1 - 0.5 * subtle))
         cv.blend(mouth & teeth_band, (0.97, 0.96, 0.92))
         cv.blend(cv.poly(outline, closed=True, thickness=2.2 * s), lip)
         for side in (-1, 1):   # smile lines and raised cheeks
@@ -446,8 +450,8 @@ def render_face(face: Face, rng: np.random.Generator, size: int) -> np.ndarray:
         frame = _jitter(glasses_rng, palette[glasses_rng.integers(3)], 0.02)
         tint = _jitter(glasses_rng, (0.75, 0.85, 0.95), 0.05)
         round_lens = glasses_rng.random() < 0.4
-        thick = glasses_rng.uniform(3.0, 4.0) * s
-        thin = glasses_rng.uniform(1.2, 1.6) * s
+        thick = glasses_rng.uniform(3.0, 4.0) * s * (1 - 0.6 * subtle)
+        thin = glasses_rng.uniform(1.2, 1.6) * s * (1 - 0.35 * subtle)
         lw, lh = 10.5 * scale, 8.0 * scale
         centres = []
         for side in (-1, 1):
@@ -467,7 +471,8 @@ def render_face(face: Face, rng: np.random.Generator, size: int) -> np.ndarray:
             # browline frame: a heavy top bar, a thin rim below (keeps the cheeks clear)
             top = cv.poly([(x0 - 0.5 * scale, y0 - thick * 0.3), (x1 + 0.5 * scale, y0 - thick * 0.3),
                            (x1, y0 + thick * 0.9), (x0, y0 + thick * 0.9)])
-            rim = np.maximum(rim, top)
+            if subtle < 0.5:           # subtle glasses: a thin full rim only
+                rim = np.maximum(rim, top)
             cv.blend(lens, tint, 0.15)
             glint = cv.line(ex - lw * 0.5, ey - lh * 0.2, ex - lw * 0.1, ey - lh * 0.6, 1.2 * s)
             cv.blend(glint, (1, 1, 1), 0.5)
@@ -502,11 +507,12 @@ def face_rng(seed: int, index: int) -> np.random.Generator:
 
 
 def make_face(seed: int, index: int, size: int, hair_choices=DEFAULT_CELEBA_HAIR,
-              force: dict | None = None) -> tuple[Face, np.ndarray]:
+              force: dict | None = None,
+              subtlety: float = 0.0) -> tuple[Face, np.ndarray]:
     """The face with this (seed, index): its attributes and its uint8 BGR image."""
     rng = face_rng(seed, index)
     face = sample_face(rng, hair_choices, force)
-    return face, render_face(face, rng, size)
+    return face, render_face(face, rng, size, subtlety)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -556,8 +562,8 @@ def _encoder(fmt: str) -> list[int]:
 
 def _render_job(job: tuple) -> tuple[int, list[int], bytes]:
     """(seed, index, size, hair_choices, force, fmt) -> (index, attribute vector, encoded)."""
-    seed, index, size, hair_choices, force, fmt = job
-    face, image = make_face(seed, index, size, hair_choices, force)
+    seed, index, size, hair_choices, force, fmt, subtlety = job
+    face, image = make_face(seed, index, size, hair_choices, force, subtlety)
     ok, data = cv2.imencode("." + fmt, image, _encoder(fmt))
     if not ok:
         raise RuntimeError(f"cannot encode image {index} as {fmt}")
@@ -585,7 +591,7 @@ def default_workers() -> int:
 def synthesize(out: str | os.PathLike, count: int = 2000, image_size: int = 64,
                layout: str = "celeba", seed: int = 0, domains: str | None = None,
                val_fraction: float = 0.1, image_format: str | None = None,
-               workers: int | None = None, progress=None) -> dict:
+               workers: int | None = None, subtlety: float = 0.0, progress=None) -> dict:
     """Write a data set; returns a summary dict (counts, seconds, paths, positives)."""
     out = Path(out)
     if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
@@ -603,6 +609,8 @@ def synthesize(out: str | os.PathLike, count: int = 2000, image_size: int = 64,
     if layout == "folders" and count < len(chosen):
         raise UserError(f"--count {count} is less than the number of domains ({len(chosen)}); "
                         "give at least one image per domain")
+    if not 0.0 <= subtlety <= 1.0:
+        raise UserError(f"--subtlety must be in [0, 1], got {subtlety}")
     workers = default_workers() if workers is None else int(workers)
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
@@ -612,11 +620,11 @@ def synthesize(out: str | os.PathLike, count: int = 2000, image_size: int = 64,
     # Plan every file first: (relative path, job); indices are global so images are unique.
     plan: list[tuple[Path, tuple]] = []
     summary: dict = {"out": str(out), "layout": layout, "count": count, "image_size": image_size,
-                     "seed": seed, "format": fmt}
+                     "seed": seed, "format": fmt, "subtlety": subtlety}
     if layout == "celeba":
         for index in range(count):
             plan.append((Path("images") / f"{index + 1:06d}.{fmt}",
-                         (seed, index, image_size, chosen, None, fmt)))
+                         (seed, index, image_size, chosen, None, fmt, subtlety)))
         summary["hair_colours"] = list(chosen)
     else:
         per_domain = [count // len(chosen) + (1 if i < count % len(chosen) else 0)
@@ -631,7 +639,7 @@ def synthesize(out: str | os.PathLike, count: int = 2000, image_size: int = 64,
                     index = len(plan)
                     plan.append((Path(split) / domain / f"{index + 1:06d}.{fmt}",
                                  (seed, index, image_size, DEFAULT_CELEBA_HAIR,
-                                  {group: value}, fmt)))
+                                  {group: value}, fmt, subtlety)))
         summary["splits"] = splits
         summary["domains"] = list(chosen)
 
