@@ -3,8 +3,9 @@
 fp16: ONNX Runtime's float16 converter (onnxruntime.transformers.float16, the same code as
 onnxconverter-common) with the graph's I/O types kept (uint8 frames stay uint8, float I/O stays
 float32) and these kept in fp32, with Casts at the borders:
-  - InstanceNormalization / BatchNormalization (statistics and variance), every Reduce*, Pow,
-    Sqrt, Exp, Log, Softmax, and ops ONNX Runtime's converter always keeps (Resize scales, ...);
+  - InstanceNormalization (statistics and variance), every Reduce*, Pow, Sqrt, Exp, Log,
+    Softmax, and ops ONNX Runtime's converter always keeps (Resize scales, ...); inference-mode
+    BatchNormalization (the FAN's) is a fixed per-channel affine and may run in fp16;
   - the frame I/O and mask arithmetic: every node that is not between two weighted layers (Conv,
     ConvTranspose, Gemm, MatMul), i.e. the cast / scale / colour swap before the first conv, the
     clamp / round / cast after the last one, the FAN's heatmap post-processing.
@@ -18,8 +19,9 @@ weights (Conv axis 0, ConvTranspose axis 1), no output quantization, float biase
 (99.99th percentile of |x|) on >= 256 real frames; the first and last conv (image in / out,
 3 channels) stay fp32. Accuracy guard: the int8 graph is compared with the fp32 graph on 32 of
 the calibration frames; below INT8_MIN_PSNR (32 dB) convs go back to fp32 one at a time from the
-input side until it passes (recorded in the metadata key ``int8``). Everything not quantized stays fp32. Quantize the unfused graph
-(ORT has to run it to calibrate), then fuse AdaIN: `prepare_graph` does it in that order.
+input side until it passes (recorded in the metadata key ``int8``). Everything not quantized
+stays fp32. Quantize the unfused graph (ORT has to run it to calibrate), then fuse AdaIN:
+`prepare_graph` does it in that order (fp16 the other way round: fuse, then convert).
 """
 from __future__ import annotations
 
