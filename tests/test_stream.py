@@ -448,3 +448,30 @@ def test_measure_framing_recovers_the_crop_geometry():
         assert got["crop_shift"] == pytest.approx(stage.framing[1], abs=0.04)
     with pytest.raises(UserError):
         measure_framing([np.zeros((64, 64, 3), np.uint8)])
+
+
+def test_stream_url_source_is_live_and_hides_credentials(frames, tmp_path):
+    import functools
+    import http.server
+
+    write_video(tmp_path / "clip.avi", frames[:10], fps=20.0, fourcc="MJPG")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        source = open_source(f"http://127.0.0.1:{server.server_address[1]}/clip.avi")
+        assert source.live
+        pipeline = Pipeline(source, FakeTranslator(), FaceStage(64), [], domain="Invert",
+                            log=lambda m: None)
+        pipeline.run()
+        assert pipeline.summary()["frames_in"] == 10  # then the stream ends: reported, no hang
+        with pytest.raises(UserError) as info:
+            open_source(f"http://user:secret@127.0.0.1:{server.server_address[1]}/nope.avi")
+        assert "secret" not in str(info.value) and "***" in str(info.value)
+    finally:
+        server.shutdown()
+        server.server_close()

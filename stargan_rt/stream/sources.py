@@ -159,6 +159,53 @@ class CameraSource(Source):
 
 
 # ---------------------------------------------------------------------------------------------
+# network stream (rtsp://, http://...): live like a camera
+class StreamSource(Source):
+    live = True
+
+    def __init__(self, url: str, open_timeout: float = 10.0, read_timeout: float = 5.0):
+        self.url = url
+        self.read_timeout = read_timeout
+        shown = re.sub(r"//[^@/]*@", "//***@", url)  # never print credentials
+        self.description = f"stream {shown}"
+        holder: list = []
+        worker = threading.Thread(target=lambda: holder.append(cv2.VideoCapture(url)),
+                                  daemon=True)
+        worker.start()
+        worker.join(open_timeout)
+        cap = holder[0] if holder else None
+        if cap is None or not cap.isOpened():
+            raise UserError(f"{shown}: cannot open the stream (unreachable, wrong URL, or a "
+                            "protocol this OpenCV build lacks; the pip wheels have FFmpeg, not "
+                            "GStreamer)")
+        first = _read_with_timeout(cap, open_timeout)
+        if first is None or not first[0]:
+            cap.release()
+            raise UserError(f"{shown}: the stream opened but sent no frame")
+        self._cap, self._pending = cap, first[1]
+        self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0) or 25.0
+        if not (0 < self.fps < 1000):
+            self.fps = 25.0
+
+    def read(self) -> np.ndarray | None:
+        if self._pending is not None:
+            frame, self._pending = self._pending, None
+            return frame
+        got = _read_with_timeout(self._cap, self.read_timeout)
+        if got is None:
+            raise SourceDied(f"{self.description}: no frame for {self.read_timeout:.0f} s")
+        ok, frame = got
+        if not ok or frame is None:
+            raise SourceDied(f"{self.description}: the stream ended or broke off")
+        return frame
+
+    def close(self) -> None:
+        worker = threading.Thread(target=self._cap.release, daemon=True)
+        worker.start()
+        worker.join(2.0)
+
+
+# ---------------------------------------------------------------------------------------------
 # video file
 # ---------------------------------------------------------------------------------------------
 class VideoFileSource(Source):
@@ -293,10 +340,12 @@ class ImageSequenceSource(Source):
 def open_source(spec: str, loop: bool = False, width: int | None = None,
                 height: int | None = None, fps: float | None = None) -> Source:
     """``0``/``1``... = camera index; ``sample`` = the shipped video; a video file; an image
-    folder; a printf pattern such as ``frames/%04d.png``."""
+    folder; a printf pattern such as ``frames/%04d.png``; a stream URL (rtsp://, http://)."""
     spec = str(spec).strip()
     if re.fullmatch(r"\d+", spec):
         return CameraSource(int(spec), width, height, fps)
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", spec):
+        return StreamSource(spec)
     if spec == "sample":
         if not SAMPLE_VIDEO.is_file():
             raise UserError(f"the sample video is missing at {SAMPLE_VIDEO}; regenerate it with "
