@@ -176,7 +176,12 @@ def run(args) -> int:
                                 "with pip install 'stargan-rt[torch]' or drop --parity-every")
 
             def make_reference():
+                import torch
+
                 from stargan_rt.reference import TorchTranslator  # lazily: imports torch
+                # one thread: the reference runs beside the engine and must not fight it for
+                # cores (measured here: 2 threads 1180 ms, 1 thread 8 ms per tiny-model call)
+                torch.set_num_threads(1)
                 return TorchTranslator(model_path)
             reference_factory = make_reference
         sinks = [WindowSink()] if not headless else [ProgressSink()]
