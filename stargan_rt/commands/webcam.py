@@ -111,11 +111,16 @@ def run(args) -> int:
         raise UserError("--max-frames must be >= 1")
     serve = parse_serve(args.serve) if args.serve else None
     stats_path = Path(args.stats) if args.stats else None
-    if stats_path and not stats_path.parent.is_dir():
-        raise UserError(f"--stats {stats_path}: the folder {stats_path.parent} does not exist")
-    if args.record and not Path(args.record).parent.is_dir():
-        raise UserError(f"--record {args.record}: the folder {Path(args.record).parent} does "
-                        "not exist")
+    for option, value in (("--stats", stats_path), ("--record", args.record)):
+        if value:  # create the output folder, like the other verbs' --out
+            folder = Path(value).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(f"{option} {value}: cannot create the folder {folder} "
+                                f"({exc.strerror or exc})") from None
+            if not os.access(folder, os.W_OK):
+                raise UserError(f"{option} {value}: the folder {folder} is not writable")
     ref_bgr = None
     if args.ref:
         from stargan_rt.imaging import read_image
