@@ -130,6 +130,14 @@ def run(args) -> int:
     bundle = Bundle.open(model_path)  # bad model / unknown domain fail before any engine build
     if args.domain:
         bundle.domain_index(args.domain)
+    if bundle.manifest.arch != "v2" and (args.seed is not None or args.ref or args.psi != 1.0):
+        raise UserError("--seed/--ref/--psi apply to StarGAN v2 models; this is a v1 model")
+    if args.labels and bundle.manifest.arch != "v1":
+        raise UserError("--labels applies to StarGAN v1 models; v2 models take --domain")
+    if args.crop_scale is not None and not 1.0 <= args.crop_scale <= 5.0:
+        raise UserError("--crop-scale must be between 1 and 5 (face widths)")
+    if args.detect_every < 1:
+        raise UserError("--detect-every must be >= 1")
     headless = args.headless
     if not headless:
         why = gui_available()
@@ -155,20 +163,14 @@ def run(args) -> int:
             log(f"no --domain given: using {domain} (known: {', '.join(translator.domains)})")
         if domain is not None:
             domain = _canonical(translator, domain)
-        if translator.arch != "v2" and (args.seed is not None or args.ref or args.psi != 1.0):
-            raise UserError("--seed/--ref/--psi apply to StarGAN v2 models; this is a v1 model")
         manifest = getattr(getattr(translator, "bundle", None), "manifest", None)
         config = dict(getattr(manifest, "config", None) or {})
         if "crop_scale" not in config and _is_demo(model_path):
             config.update(SYNTHETIC_FRAMING)  # the demo faces are framed tighter than CelebA
         if args.crop_scale is not None:
-            if not 1.0 <= args.crop_scale <= 5.0:
-                raise UserError("--crop-scale must be between 1 and 5 (face widths)")
             config["crop_scale"] = args.crop_scale
         if args.crop_shift is not None:
             config["crop_shift"] = args.crop_shift
-        if args.detect_every < 1:
-            raise UserError("--detect-every must be >= 1")
         faces = FaceStage(translator.image_size, translator.arch, config,
                           every=args.detect_every, max_faces=args.max_faces,
                           colour_match=not args.no_colour_match, no_face=args.no_face,
