@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "stargan_rt.commands.export",
     "stargan_rt.commands.build",
     "stargan_rt.commands.parity",
+    "stargan_rt.commands.train",
     "stargan_rt.commands.data",
     "stargan_rt.commands.eval",
 ]

@@ -1,0 +1,139 @@
+"""`stargan-rt train v1|v2`: train StarGAN models; the run directory ends with a bundle.
+
+Runs under torchrun for data parallel training (gloo on CPU, nccl on GPUs):
+    torchrun --nproc_per_node 2 -m stargan_rt.cli train v1 --data DIR --out RUN
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from stargan_rt.errors import UserError
+
+
+def _common(p) -> None:
+    p.add_argument("--data", required=True, type=Path, help="data set directory")
+    p.add_argument("--out", required=True, type=Path, help="run directory (checkpoint, "
+                   "metrics.jsonl, samples/, bundle/)")
+    p.add_argument("--preset", default="tiny", help="paper (official hyper-parameters) or tiny "
+                   "(small CPU run); default tiny")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--iters", type=int, help="total iterations")
+    p.add_argument("--batch", type=int, help="global batch size (split over processes)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint (same settings required)")
+    p.add_argument("--ckpt-every", type=int, help="checkpoint interval (iterations)")
+    p.add_argument("--sample-every", type=int, help="sample grid interval (0 = never)")
+    p.add_argument("--log-every", type=int)
+    p.add_argument("--max-minutes", type=float,
+                   help="stop (checkpoint + bundle) after this many minutes; 0 = no limit")
+    p.add_argument("--bf16", dest="bf16", action="store_true", default=None,
+                   help="bf16 autocast (default on for tiny)")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false")
+    p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
+    p.add_argument("--threads", type=int, help="CPU threads per process (0 = torch default; "
+                   "tiny presets use 1, much faster on a busy shared machine)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a StarGAN v1 or v2 model (ends with a bundle)",
+        description="Train StarGAN v1 (CelebA layout, RaFD-style class folders, or both jointly) "
+                    "or v2 (train/<domain>/ folders). Checkpoints are atomic; --resume continues "
+                    "a killed run. Use torchrun for several processes.")
+    archs = parser.add_subparsers(dest="arch", metavar="ARCH", required=True)
+    v1 = archs.add_parser("v1", help="StarGAN v1 (WGAN-GP, attribute labels)")
+    _common(v1)
+    v1.add_argument("--attrs", help="comma-separated CelebA attributes "
+                    "(default Black_Hair,Blond_Hair,Brown_Hair,Male,Young)")
+    v1.add_argument("--rafd", type=Path, help="RaFD-style class folders for joint training "
+                    "(--data must be the CelebA layout)")
+    for name in ("conv_dim", "repeat_num", "d_conv_dim", "d_repeat_num", "n_critic"):
+        v1.add_argument("--" + name.replace("_", "-"), type=int, dest=name)
+    for name in ("lambda_cls", "lambda_cls_g", "lambda_rec", "lambda_gp", "g_lr", "d_lr",
+                 "p_single"):
+        v1.add_argument("--" + name.replace("_", "-"), type=float, dest=name)
+    v1.add_argument("--decay-iters", type=int, help="linear LR decay over the last N iterations")
+    v1.set_defaults(func=run_v1)
+
+    v2 = archs.add_parser("v2", help="StarGAN v2 (styles; train/<domain>/ folders)")
+    _common(v2)
+    v2.add_argument("--domains", help="comma-separated subset of the domain folders")
+    v2.add_argument("--w-hpf", type=float, dest="w_hpf",
+                    help="high-pass skip weight (needs --fan); 0 = none")
+    v2.add_argument("--fan", type=Path, help="FAN weights (a bundle with a fan network, or a "
+                    "state-dict file) for the face masks when --w-hpf > 0")
+    for name in ("dim_in", "max_conv_dim", "style_dim", "latent_dim", "hidden_dim"):
+        v2.add_argument("--" + name.replace("_", "-"), type=int, dest=name)
+    for name in ("lambda_reg", "lambda_sty", "lambda_ds", "lambda_cyc", "lr", "f_lr",
+                 "weight_decay", "ema_beta"):
+        v2.add_argument("--" + name.replace("_", "-"), type=float, dest=name)
+    v2.add_argument("--ds-iters", type=int, help="iterations over which lambda_ds decays to 0")
+    v2.set_defaults(func=run_v2)
+
+
+_OPERATIONAL = ("image_size", "iters", "batch", "ckpt_every", "sample_every", "log_every",
+                "max_minutes", "bf16", "channels_last", "threads")
+
+
+def _overrides(args, names) -> dict:
+    return {n: getattr(args, n, None) for n in names}
+
+
+def _finish(args, summary: dict) -> int:
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"trained {summary['iterations']} iterations in {summary['seconds']} s"
+              + (" (stopped at --max-minutes; --resume continues)" if summary["stopped_early"]
+                 else "") + f"; bundle: {summary.get('bundle')}")
+    return 0
+
+
+def run_v1(args) -> int:
+    from stargan_train.solver_v1 import V1Trainer, make_config
+
+    names = _OPERATIONAL + ("conv_dim", "repeat_num", "d_conv_dim", "d_repeat_num", "n_critic",
+                            "lambda_cls", "lambda_cls_g", "lambda_rec", "lambda_gp", "g_lr",
+                            "d_lr", "p_single", "decay_iters")
+    over = _overrides(args, names)
+    if args.attrs is not None:
+        attrs = [a.strip() for a in args.attrs.split(",") if a.strip()]
+        if not attrs:
+            raise UserError("--attrs is empty; give comma-separated attribute names")
+        over["attrs"] = attrs
+    cfg = make_config(args.preset, seed=args.seed, **over)
+    if args.iters is not None and args.decay_iters is None:
+        cfg["decay_iters"] = min(cfg["decay_iters"], args.iters // 2)
+    trainer = V1Trainer(args.data, args.out, cfg, resume=args.resume, rafd_dir=args.rafd,
+                        device=args.device, quiet=args.quiet)
+    try:
+        summary = trainer.train()
+    finally:
+        trainer.dist.close()
+    return _finish(args, summary) if trainer.dist.main else 0
+
+
+def run_v2(args) -> int:
+    from stargan_train.solver_v2 import V2Trainer, make_config
+
+    names = _OPERATIONAL + ("w_hpf", "dim_in", "max_conv_dim", "style_dim", "latent_dim",
+                            "hidden_dim", "lambda_reg", "lambda_sty", "lambda_ds", "lambda_cyc",
+                            "lr", "f_lr", "weight_decay", "ema_beta", "ds_iters")
+    over = _overrides(args, names)
+    if args.domains is not None:
+        over["domains"] = [d.strip() for d in args.domains.split(",") if d.strip()]
+    cfg = make_config(args.preset, seed=args.seed, **over)
+    if args.iters is not None and args.ds_iters is None:
+        cfg["ds_iters"] = min(cfg["ds_iters"], args.iters)
+    trainer = V2Trainer(args.data, args.out, cfg, resume=args.resume, fan=args.fan,
+                        device=args.device, quiet=args.quiet)
+    try:
+        summary = trainer.train()
+    finally:
+        trainer.dist.close()
+    return _finish(args, summary) if trainer.dist.main else 0

@@ -1,0 +1,307 @@
+"""Pieces both solvers share: distributed set-up and gradient averaging, atomic checkpoints that
+load with ``torch.load(weights_only=True)``, RNG state capture, EMA, progress/metrics logging,
+sample-grid PNGs and the linear learning-rate schedule."""
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from stargan_rt.errors import UserError
+
+CKPT_NAME = "checkpoint.pt"
+
+
+# ---------------------------------------------------------------------------------------------
+# Distributed
+
+class Dist:
+    """Process group from torchrun's environment (RANK/WORLD_SIZE/LOCAL_RANK); gloo on CPU,
+    nccl on CUDA. world == 1 without torchrun."""
+
+    def __init__(self, device: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world > 1
+        if self.enabled and not dist.is_initialized():
+            backend = "nccl" if device.startswith("cuda") else "gloo"
+            if backend == "nccl":
+                torch.cuda.set_device(self.local_rank)
+            dist.init_process_group(backend)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def broadcast_module(self, module: torch.nn.Module) -> None:
+        if self.enabled:
+            for tensor in list(module.parameters()) + list(module.buffers()):
+                dist.broadcast(tensor.data, 0)
+
+    def average_gradients(self, modules) -> None:
+        """All-reduce (mean) the gradients of the given modules in one flat bucket per call.
+
+        Equivalent to DistributedDataParallel's reduction, but done explicitly after backward:
+        DDP does not support the double backward of the WGAN-GP / R1 penalties, which
+        differentiate the discriminator's input gradient."""
+        if not self.enabled:
+            return
+        grads = [p.grad for m in modules for p in m.parameters() if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat.div_(self.world)
+        offset = 0
+        for g in grads:
+            n = g.numel()
+            g.copy_(flat[offset:offset + n].view_as(g))
+            offset += n
+
+    def all_reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
+        if not self.enabled or not values:
+            return values
+        keys = sorted(values)
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+        dist.all_reduce(t)
+        return {k: float(v) / self.world for k, v in zip(keys, t.tolist())}
+
+    def gather_objects(self, obj):
+        if not self.enabled:
+            return [obj]
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG state
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """torch / numpy (legacy global) / python RNG states as tensors and primitive containers."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
+                  "cached": float(np_state[4])},
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+def save_checkpoint(run_dir: Path, state: dict, name: str = CKPT_NAME) -> Path:
+    """Write ``state`` to run_dir/name atomically: temp file in the same folder, fsync,
+    os.replace. A failure (disk full, ...) removes the temp file, leaves the previous checkpoint
+    as it was, and raises a UserError saying so."""
+    run_dir = Path(run_dir)
+    target = run_dir / name
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=run_dir)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        _remove(tmp)
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        why = "the disk is full" if full else (exc.strerror or str(exc))
+        kept = "the previous checkpoint is intact" if target.exists() else "no checkpoint yet"
+        raise UserError(f"{target}: cannot save the checkpoint ({why}); {kept}. Free space "
+                        "(or choose another --out) and run again with --resume") from None
+    except BaseException:
+        _remove(tmp)
+        raise
+    return target
+
+
+def _remove(path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated/corrupt files, foreign pickles
+        raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc}); "
+                        "delete it to start over") from None
+
+
+def check_same_settings(saved: dict, current: dict, keys, path: Path) -> None:
+    """Refuse to resume when settings that shape the run differ."""
+    diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}" for k in keys
+             if _norm(saved.get(k)) != _norm(current.get(k))]
+    if diffs:
+        raise UserError(f"{path}: cannot resume a run with other settings ({'; '.join(diffs)}); "
+                        "use the original options or a new --out directory")
+
+
+def _norm(v):
+    if isinstance(v, (list, tuple)):
+        return [_norm(x) for x in v]
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+# ---------------------------------------------------------------------------------------------
+# EMA, learning rate
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
+    """ema = beta * ema + (1 - beta) * model, for parameters; buffers copied."""
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm.detach(), 1.0 - beta)
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        be.copy_(bm)
+
+
+def linear_decay_lr(base: float, it: int, total: int, decay_iters: int) -> float:
+    """Learning rate for iteration ``it`` (0-based): constant, then linearly to 0 over the last
+    ``decay_iters`` iterations (what the StarGAN v1 paper describes). The official code instead
+    subtracts lr/num_iters_decay once every lr_update_step (1000) iterations, so 100 updates of
+    1e-5 of the lr leave it at ~99.9 % of its start value: its decay is a no-op."""
+    if decay_iters <= 0:
+        return base
+    start = total - decay_iters
+    if it < start:
+        return base
+    return base * max(0.0, (total - it) / decay_iters)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+# ---------------------------------------------------------------------------------------------
+# Logging and images
+
+class Logger:
+    """Metrics as JSON lines (run_dir/metrics.jsonl) and a one-line progress bar on stderr."""
+
+    def __init__(self, run_dir: Path, total: int, enabled: bool, quiet: bool = False):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.total, self.enabled, self.quiet = total, enabled, quiet
+        self.tty = sys.stderr.isatty()
+        self.t0 = time.perf_counter()
+
+    def event(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def progress(self, it: int, losses: dict, images_per_s: float) -> None:
+        if not self.enabled or self.quiet:
+            return
+        width = 24
+        done = int(width * it / max(self.total, 1))
+        bar = "#" * done + "." * (width - done)
+        loss_text = " ".join(f"{k}={v:.3f}" for k, v in sorted(losses.items()))
+        elapsed = time.perf_counter() - self.t0
+        line = (f"[{bar}] {it}/{self.total} {images_per_s:.1f} img/s "
+                f"{elapsed / 60:.1f} min {loss_text}")
+        if self.tty:
+            sys.stderr.write("\r" + line[:200] + "\x1b[K")
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled and self.tty and not self.quiet:
+            sys.stderr.write("\n")
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(N,3,H,W) in [-1,1] -> uint8 (N,H,W,3) RGB."""
+    x = x.detach().float().clamp(-1, 1).add(1).mul(127.5).round()
+    return x.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
+
+
+def save_grid(path: Path, columns: list[torch.Tensor]) -> None:
+    """PNG grid: one row per sample, columns = [input, output per target...]; atomic."""
+    cols = [to_uint8(c) for c in columns]
+    rows = [np.concatenate([c[i] for c in cols], axis=1) for i in range(len(cols[0]))]
+    grid = np.concatenate(rows, axis=0)[:, :, ::-1]
+    ok, data = cv2.imencode(".png", grid)
+    if not ok:
+        return
+    tmp = Path(path).with_suffix(".png.tmp")
+    data.tofile(str(tmp))
+    os.replace(tmp, path)
+
+
+def autocast(enabled: bool, device: str):
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=enabled)
+
+
+def check_finite(losses: dict, it: int) -> None:
+    bad = [k for k, v in losses.items() if not math.isfinite(v)]
+    if bad:
+        raise RuntimeError(f"iteration {it}: non-finite loss(es) {', '.join(bad)}; lower the "
+                           "learning rate or turn off --bf16")
+
+
+def set_threads(n: int) -> None:
+    """Intra-op CPU threads; 0 keeps torch's default. The tiny presets use 1: on a shared 2-core
+    machine (load ~8 here) two OpenMP threads made a v2 step 15x slower (83 s vs 5.4 s) because
+    each of the many small ops waits at a barrier for a descheduled thread."""
+    if n and n > 0:
+        torch.set_num_threads(int(n))
+
+
+def pick_device(requested: str | None) -> str:
+    if requested:
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"--device {requested}: CUDA is not available on this machine")
+        return requested
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        return f"cuda:{local}"
+    return "cpu"

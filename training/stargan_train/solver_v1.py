@@ -1,0 +1,425 @@
+"""StarGAN v1 training: WGAN-GP + domain classification + cycle reconstruction.
+
+Losses (FACTS-stargan.md):
+  D: -mean D_src(x) + mean D_src(G(x, c_trg)) + lambda_cls * cls(D_cls(x), c_org) + lambda_gp * GP
+  G (every n_critic D steps): -mean D_src(G(x, c_trg)) + lambda_rec * L1(x, G(G(x, c_trg), c_org))
+                              + lambda_cls_g * cls(D_cls(G(x, c_trg)), c_trg)
+  cls: CelebA attributes BCE-with-logits summed over attributes, mean over the batch; RaFD classes
+  cross-entropy; joint CelebA+RaFD ("both"): label = [celeba, rafd one-hot, mask(2)], D's
+  classification uses only the valid slice, batches alternate data sets.
+Adam (beta1, beta2), learning rate linear to 0 over the last ``decay_iters`` iterations (the
+official code's decay is a no-op, see common.linear_decay_lr).
+
+The ``paper`` preset is the official configuration (lambda_cls_g = lambda_cls = 1, p_single 0:
+targets are the batch's shuffled labels). The ``tiny`` preset is tuned for small CPU runs at 64 px.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from stargan_rt.bundle import Domain, Manifest, default_aliases, write_bundle
+from stargan_rt.errors import UserError
+from stargan_rt.models.v1 import DiscriminatorV1, GeneratorV1
+
+from . import common
+from .data import (V1Batches, detect_layout, load_celeba, load_folders, mixed_targets,
+                   split_holdout, test_targets)
+
+DEFAULT_ATTRS = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"]
+
+PRESETS = {
+    # Official StarGAN v1 (CelebA, 128 px).
+    "paper": dict(image_size=128, conv_dim=64, repeat_num=6, d_conv_dim=64, d_repeat_num=6,
+                  lambda_cls=1.0, lambda_cls_g=1.0, lambda_rec=10.0, lambda_gp=10.0, n_critic=5,
+                  g_lr=1e-4, d_lr=1e-4, beta1=0.5, beta2=0.999, batch=16, iters=200000,
+                  decay_iters=100000, p_single=0.0, bf16=False, channels_last=False,
+                  ckpt_every=10000, sample_every=1000, log_every=10, max_minutes=0.0, threads=0),
+    # Small CPU run at 64 px: a narrow G (conv_dim 16, 3 residual blocks), a 5-layer D, batch 8,
+    # a G step after every D step, a stronger G classification weight and half the targets
+    # single test-style edits (see data.mixed_targets), bf16 autocast (2.3x faster than fp32
+    # here). Stops at max_minutes (checkpoint + bundle) whatever the iteration.
+    "tiny": dict(image_size=64, conv_dim=16, repeat_num=3, d_conv_dim=32, d_repeat_num=5,
+                 lambda_cls=1.0, lambda_cls_g=3.0, lambda_rec=10.0, lambda_gp=10.0, n_critic=1,
+                 g_lr=2e-4, d_lr=2e-4, beta1=0.5, beta2=0.999, batch=8, iters=1500,
+                 decay_iters=750, p_single=0.5, bf16=True, channels_last=False,
+                 ckpt_every=100, sample_every=100, log_every=10, max_minutes=17.0, threads=1),
+}
+
+# Settings a resumed run must share with the checkpoint.
+RUN_KEYS = ("dataset", "attrs", "image_size", "conv_dim", "repeat_num", "d_conv_dim",
+            "d_repeat_num", "lambda_cls", "lambda_cls_g", "lambda_rec", "lambda_gp", "n_critic",
+            "g_lr", "d_lr", "beta1", "beta2", "batch", "iters", "decay_iters", "p_single", "bf16",
+            "seed", "world")
+
+
+def make_config(preset: str, **overrides) -> dict:
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    cfg = dict(PRESETS[preset], preset=preset, seed=0, attrs=None, holdout=0.02)
+    for key, value in overrides.items():
+        if value is not None:
+            cfg[key] = value
+    return cfg
+
+
+class V1Trainer:
+    def __init__(self, data_dir, out_dir, cfg: dict, resume: bool = False, rafd_dir=None,
+                 device: str | None = None, quiet: bool = False, data=None):
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.device = common.pick_device(device)
+        common.set_threads(cfg.get("threads", 0))
+        self.dist = common.Dist(self.device)
+        cfg["world"] = self.dist.world
+        self.quiet = quiet
+        self._validate()
+        self._load_data(data_dir, rafd_dir, data)
+        self._build()
+        self.it = 0
+        self.resume = resume
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _validate(self) -> None:
+        cfg = self.cfg
+        size = cfg["image_size"]
+        if size < 16 or size % (2 ** cfg["d_repeat_num"]):
+            raise UserError(f"--image-size {size} must be a multiple of 2**d_repeat_num = "
+                            f"{2 ** cfg['d_repeat_num']} (and >= 16)")
+        for key in ("iters", "batch", "n_critic", "conv_dim", "d_conv_dim"):
+            if int(cfg[key]) <= 0:
+                raise UserError(f"--{key.replace('_', '-')} must be positive, got {cfg[key]}")
+        if cfg["batch"] % self.dist.world:
+            raise UserError(f"--batch {cfg['batch']} must be divisible by the number of "
+                            f"processes ({self.dist.world})")
+
+    def _load_data(self, data_dir, rafd_dir, data) -> None:
+        cfg = self.cfg
+        size = cfg["image_size"]
+        if data is not None:  # already loaded (tests, demo)
+            main, rafd = data, None
+            cfg["dataset"] = "celeba" if data.kind == "attributes" else "rafd"
+        else:
+            layout = detect_layout(data_dir)
+            if layout == "celeba":
+                attrs = cfg["attrs"] or DEFAULT_ATTRS
+                main = load_celeba(data_dir, attrs, size)
+                cfg["attrs"] = main.names
+            else:
+                main = load_folders(data_dir, size)
+                cfg["attrs"] = main.names
+            rafd = load_folders(rafd_dir, size) if rafd_dir else None
+            if rafd is not None and main.kind != "attributes":
+                raise UserError("--rafd (joint training) needs --data in the CelebA layout")
+            cfg["dataset"] = ("both" if rafd is not None else
+                              "celeba" if main.kind == "attributes" else "rafd")
+            if rafd is not None:
+                cfg["rafd_classes"] = rafd.names
+        cfg["attrs"] = list(main.names)
+        self.report = {"main": main.report.as_dict()}
+        train, hold = split_holdout(main, cfg["holdout"], 1234)
+        if len(train) < 2:
+            raise UserError(f"{data_dir}: only {len(main)} usable images; need at least a few")
+        self.names = list(main.names)
+        rank, world = self.dist.rank, self.dist.world
+        per_rank = cfg["batch"] // world
+        seed = cfg["seed"]
+        self.batches = V1Batches(train, per_rank, seed + 17, rank, world)
+        self.rafd_batches = None
+        self.rafd_names: list[str] = []
+        if rafd is not None:
+            self.report["rafd"] = rafd.report.as_dict()
+            self.rafd_batches = V1Batches(rafd, per_rank, seed + 29, rank, world)
+            self.rafd_names = list(rafd.names)
+        self.hold = hold if len(hold) else train
+        self.n_main = len(self.names)
+        self.n_rafd = len(self.rafd_names)
+
+    @property
+    def c_dim(self) -> int:
+        if self.cfg["dataset"] == "both":
+            return self.n_main + self.n_rafd + 2
+        return self.n_main
+
+    @property
+    def d_c_dim(self) -> int:
+        return self.n_main + self.n_rafd
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        common.seed_all(cfg["seed"])
+        self.G = GeneratorV1(cfg["conv_dim"], self.c_dim, cfg["repeat_num"]).to(self.device)
+        self.D = DiscriminatorV1(cfg["image_size"], cfg["d_conv_dim"], self.d_c_dim,
+                                 cfg["d_repeat_num"]).to(self.device)
+        if cfg.get("channels_last"):
+            self.G.to(memory_format=torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
+        self.dist.broadcast_module(self.G)
+        self.dist.broadcast_module(self.D)
+        betas = (cfg["beta1"], cfg["beta2"])
+        self.g_opt = torch.optim.Adam(self.G.parameters(), cfg["g_lr"], betas)
+        self.d_opt = torch.optim.Adam(self.D.parameters(), cfg["d_lr"], betas)
+        # Per-rank stream for targets, GP interpolation: differs between ranks, saved in ckpts.
+        torch.manual_seed(cfg["seed"] * 1000 + self.dist.rank)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def state(self) -> dict:
+        data_states = self.dist.gather_objects({
+            "batches": self.batches.state_dict(),
+            "rafd": self.rafd_batches.state_dict() if self.rafd_batches else None,
+            "rng": common.rng_state()})
+        return {"format": "stargan-rt-train-v1", "iter": self.it, "config": _primitive(self.cfg),
+                "G": self.G.state_dict(), "D": self.D.state_dict(),
+                "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict(),
+                "lr": {"g": self.g_opt.param_groups[0]["lr"],
+                       "d": self.d_opt.param_groups[0]["lr"]},
+                "ranks": data_states}
+
+    def save(self) -> None:
+        state = self.state()  # collective: every rank takes part
+        if self.dist.main:
+            common.save_checkpoint(self.out, state)
+        self.dist.barrier()
+
+    def try_resume(self) -> bool:
+        path = self.out / common.CKPT_NAME
+        if not path.exists():
+            return False
+        state = common.load_checkpoint(path)
+        if state.get("format") != "stargan-rt-train-v1":
+            raise UserError(f"{path}: not a stargan-rt v1 training checkpoint; "
+                            "use `stargan-rt train v2` for v2 runs or a new --out")
+        common.check_same_settings(state["config"], self.cfg, RUN_KEYS, path)
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.g_opt.load_state_dict(state["g_opt"])
+        self.d_opt.load_state_dict(state["d_opt"])
+        common.set_lr(self.g_opt, state["lr"]["g"])
+        common.set_lr(self.d_opt, state["lr"]["d"])
+        mine = state["ranks"][self.dist.rank]
+        self.batches.load_state_dict(mine["batches"])
+        if self.rafd_batches and mine["rafd"]:
+            self.rafd_batches.load_state_dict(mine["rafd"])
+        common.set_rng_state(mine["rng"])
+        self.it = int(state["iter"])
+        return True
+
+    # -- losses ---------------------------------------------------------------------------
+    def _cls_loss(self, logits, target, which: str):
+        if which == "celeba":
+            return F.binary_cross_entropy_with_logits(logits.float(), target.float(),
+                                                      reduction="sum") / logits.shape[0]
+        return F.cross_entropy(logits.float(), target)
+
+    def _next(self, it: int):
+        """(x, c_org, c_trg, label_org, label_trg, which) for this iteration."""
+        cfg = self.cfg
+        dataset = cfg["dataset"]
+        which = dataset
+        if dataset == "both":
+            which = "celeba" if it % 2 == 0 else "rafd"
+        source = self.rafd_batches if which == "rafd" and dataset == "both" else self.batches
+        x, label = source.next()
+        if which == "celeba":
+            label_org = label
+            label_trg = mixed_targets(label, self.names, None, cfg["p_single"])
+            c_org, c_trg = label_org, label_trg
+        else:
+            label_org = label
+            label_trg = label[torch.randperm(len(label))]
+            n = self.n_rafd if dataset == "both" else self.n_main
+            c_org = F.one_hot(label_org, n).float()
+            c_trg = F.one_hot(label_trg, n).float()
+        if dataset == "both":
+            b = x.shape[0]
+            zc, zr = torch.zeros(b, self.n_main), torch.zeros(b, self.n_rafd)
+            if which == "celeba":
+                mask = torch.tensor([[1.0, 0.0]]).expand(b, 2)
+                c_org, c_trg = (torch.cat([c, zr, mask], 1) for c in (c_org, c_trg))
+            else:
+                mask = torch.tensor([[0.0, 1.0]]).expand(b, 2)
+                c_org, c_trg = (torch.cat([zc, c, mask], 1) for c in (c_org, c_trg))
+        dev = self.device
+        if self.cfg.get("channels_last"):
+            x = x.contiguous(memory_format=torch.channels_last)
+        return (x.to(dev), c_org.to(dev), c_trg.to(dev), label_org.to(dev), label_trg.to(dev),
+                which)
+
+    def _d_cls_slice(self, out_cls, which):
+        if self.cfg["dataset"] != "both":
+            return out_cls
+        return out_cls[:, :self.n_main] if which == "celeba" else out_cls[:, self.n_main:]
+
+    def step(self, it: int) -> dict:
+        cfg = self.cfg
+        bf16 = cfg["bf16"]
+        for opt, base in ((self.g_opt, cfg["g_lr"]), (self.d_opt, cfg["d_lr"])):
+            common.set_lr(opt, common.linear_decay_lr(base, it, cfg["iters"], cfg["decay_iters"]))
+        x, c_org, c_trg, label_org, label_trg, which = self._next(it)
+        cls_kind = "celeba" if which == "celeba" else "rafd"
+
+        # Discriminator.
+        with common.autocast(bf16, self.device):
+            out_src, out_cls = self.D(x)
+            d_real = -out_src.float().mean()
+            d_cls = self._cls_loss(self._d_cls_slice(out_cls, which), label_org, cls_kind)
+            with torch.no_grad():
+                x_fake = self.G(x, c_trg)
+            out_fake, _ = self.D(x_fake)
+            d_fake = out_fake.float().mean()
+        alpha = torch.rand(x.shape[0], 1, 1, 1, device=x.device)
+        x_hat = (alpha * x + (1 - alpha) * x_fake.float()).requires_grad_(True)
+        with common.autocast(bf16, self.device):
+            out_hat, _ = self.D(x_hat)
+        grad = torch.autograd.grad(out_hat.float().sum(), x_hat, create_graph=True)[0]
+        d_gp = ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+        d_loss = d_real + d_fake + cfg["lambda_cls"] * d_cls + cfg["lambda_gp"] * d_gp
+        self.d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.dist.average_gradients([self.D])
+        self.d_opt.step()
+        losses = {"D/real": d_real.item(), "D/fake": d_fake.item(), "D/cls": d_cls.item(),
+                  "D/gp": d_gp.item()}
+
+        # Generator, every n_critic D steps.
+        if (it + 1) % cfg["n_critic"] == 0:
+            self.D.requires_grad_(False)
+            try:
+                with common.autocast(bf16, self.device):
+                    x_fake = self.G(x, c_trg)
+                    out_src, out_cls = self.D(x_fake)
+                    g_fake = -out_src.float().mean()
+                    g_cls = self._cls_loss(self._d_cls_slice(out_cls, which), label_trg, cls_kind)
+                    x_rec = self.G(x_fake, c_org)
+                    g_rec = (x.float() - x_rec.float()).abs().mean()
+                g_loss = g_fake + cfg["lambda_rec"] * g_rec + cfg["lambda_cls_g"] * g_cls
+                self.g_opt.zero_grad(set_to_none=True)
+                g_loss.backward()
+                self.dist.average_gradients([self.G])
+                self.g_opt.step()
+            finally:
+                self.D.requires_grad_(True)
+            losses.update({"G/fake": g_fake.item(), "G/rec": g_rec.item(), "G/cls": g_cls.item()})
+        return losses
+
+    # -- samples, bundle --------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, path: Path, n: int = 8) -> None:
+        x = torch.from_numpy(self.hold.images[:n]).permute(0, 3, 1, 2).contiguous().float() / 127.5 - 1
+        label = torch.from_numpy(self.hold.labels[:n])
+        x = x.to(self.device)
+        if self.cfg["dataset"] == "rafd":
+            targets = [F.one_hot(torch.full((len(x),), i), self.n_main).float()
+                       for i in range(self.n_main)]
+        else:
+            targets = test_targets(label, self.names)
+            if self.cfg["dataset"] == "both":
+                b = len(x)
+                mask = torch.tensor([[1.0, 0.0]]).expand(b, 2)
+                targets = [torch.cat([t, torch.zeros(b, self.n_rafd), mask], 1) for t in targets]
+                rmask = torch.tensor([[0.0, 1.0]]).expand(b, 2)
+                targets += [torch.cat([torch.zeros(b, self.n_main),
+                                       F.one_hot(torch.full((b,), i), self.n_rafd).float(),
+                                       rmask], 1) for i in range(self.n_rafd)]
+        self.G.eval()
+        cols = [x] + [self.G(x, t.to(self.device)) for t in targets]
+        self.G.train()
+        common.save_grid(path, cols)
+
+    def write_bundle(self, path: Path, include_discriminator: bool = True, name: str = "",
+                     stopped_early: bool = False):
+        cfg = self.cfg
+        domain_names = self.names + self.rafd_names
+        if cfg["dataset"] == "both":
+            domain_names = domain_names + ["mask_celeba", "mask_rafd"]
+        manifest = Manifest(
+            arch="v1", image_size=cfg["image_size"],
+            domains=[Domain(n, default_aliases(n)) for n in domain_names],
+            config={"conv_dim": cfg["conv_dim"], "c_dim": self.c_dim,
+                    "repeat_num": cfg["repeat_num"], "d_conv_dim": cfg["d_conv_dim"],
+                    "d_repeat_num": cfg["d_repeat_num"]},
+            source={"trained_by": "stargan-rt train v1", "preset": cfg["preset"],
+                    "iterations": self.it, "dataset": cfg["dataset"],
+                    "stopped_early": stopped_early, "settings": _primitive(cfg)},
+            name=name or f"stargan-v1-{cfg['preset']}-{cfg['image_size']}px")
+        nets = {"generator": self.G.state_dict()}
+        # The joint model's D has fewer class outputs than G's label input; the manifest holds
+        # one c_dim, so only the generator goes into that bundle.
+        if include_discriminator and cfg["dataset"] != "both":
+            nets["discriminator"] = self.D.state_dict()
+        return write_bundle(path, manifest, nets, overwrite=True)
+
+    # -- loop -----------------------------------------------------------------------------
+    def train(self) -> dict:
+        cfg = self.cfg
+        out = self.out
+        if self.dist.main:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "samples").mkdir(exist_ok=True)
+        self.dist.barrier()
+        ckpt = out / common.CKPT_NAME
+        resumed = False
+        if self.resume:
+            resumed = self.try_resume()
+        elif ckpt.exists():
+            raise UserError(f"{out} already holds a training run ({ckpt.name}); pass --resume to "
+                            "continue it or choose a new --out directory")
+        log = common.Logger(out, cfg["iters"], self.dist.main, self.quiet)
+        if self.dist.main:
+            (out / "config.json").write_text(json.dumps(_primitive(cfg), indent=2) + "\n")
+            log.event({"event": "resume" if resumed else "start", "iter": self.it,
+                       "data": self.report, "world": self.dist.world, "device": self.device})
+        t_start = time.perf_counter()
+        t_window, n_window = time.perf_counter(), 0
+        stopped_early = False
+        last: dict = {}
+        while self.it < cfg["iters"]:
+            losses = self.step(self.it)
+            self.it += 1
+            n_window += cfg["batch"]
+            common.check_finite(losses, self.it)
+            last.update(losses)
+            if self.it % cfg["log_every"] == 0 or self.it == cfg["iters"]:
+                avg = self.dist.all_reduce_mean(dict(last))
+                now = time.perf_counter()
+                ips = n_window / max(now - t_window, 1e-9)
+                t_window, n_window = now, 0
+                log.progress(self.it, avg, ips)
+                log.event({"iter": self.it, "images_per_s": round(ips, 2),
+                           "g_lr": self.g_opt.param_groups[0]["lr"],
+                           "d_lr": self.d_opt.param_groups[0]["lr"], **avg})
+            if self.dist.main and cfg["sample_every"] and self.it % cfg["sample_every"] == 0:
+                self.sample(out / "samples" / f"{self.it:06d}.png")
+            over = (cfg.get("max_minutes") or 0) > 0 and \
+                (time.perf_counter() - t_start) / 60 > cfg["max_minutes"]
+            over = bool(self.dist.gather_objects(over)[0])
+            if self.it % cfg["ckpt_every"] == 0 or self.it == cfg["iters"] or over:
+                self.save()
+            if over and self.it < cfg["iters"]:
+                stopped_early = True
+                break
+        log.done()
+        summary = {"iterations": self.it, "seconds": round(time.perf_counter() - t_start, 1),
+                   "stopped_early": stopped_early, "resumed": resumed}
+        if self.dist.main:
+            self.sample(out / "samples" / "final.png")
+            bundle = self.write_bundle(out / "bundle", stopped_early=stopped_early)
+            summary["bundle"] = str(bundle.path)
+            log.event({"event": "end", **summary})
+        self.dist.barrier()
+        return summary
+
+
+def _primitive(value):
+    """JSON/torch.load(weights_only)-safe copy of a config."""
+    if isinstance(value, dict):
+        return {str(k): _primitive(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_primitive(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,396 @@
+"""StarGAN v2 training (FACTS-stargan.md).
+
+Per iteration: D step with a latent style (s = F(z, y_trg)), D step with a reference style
+(s = E(x_ref, y_trg)), G step with latent styles (updates G, F, E), G step with reference styles
+(updates G). D loss: non-saturating BCE on real/fake + lambda_reg * R1 (0.5 * E||grad_x D(x)||^2
+on reals). G loss: adversarial + lambda_sty * L1(E(G(x, s), y_trg), s) - lambda_ds * L1(G(x, s1),
+G(x, s2)) + lambda_cyc * L1(G(G(x, s), E(x, y_org)), x); lambda_ds decays linearly to 0 over
+ds_iters. EMA copies of G, F, E (beta ema_beta); the bundle holds the EMA weights. With w_hpf > 0
+the FAN face masks feed the generator's high-pass skip path (FAN weights required).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from stargan_rt.bundle import Bundle, Domain, Manifest, default_aliases, write_bundle
+from stargan_rt.errors import UserError
+from stargan_rt.models.fan import FAN
+from stargan_rt.models.v2 import DiscriminatorV2, GeneratorV2, MappingNetwork, StyleEncoder
+
+from . import common
+from .data import V2Batches, load_folders, split_holdout
+from .solver_v1 import _primitive
+
+PRESETS = {
+    # Official StarGAN v2 (CelebA-HQ: lambda_ds 1, w_hpf 1 with FAN; AFHQ: lambda_ds 2, w_hpf 0).
+    "paper": dict(image_size=256, dim_in=None, max_conv_dim=512, style_dim=64, latent_dim=16,
+                  hidden_dim=512, w_hpf=0.0, lambda_reg=1.0, lambda_sty=1.0, lambda_ds=1.0,
+                  ds_iters=100000, lambda_cyc=1.0, lr=1e-4, f_lr=1e-6, beta1=0.0, beta2=0.99,
+                  weight_decay=1e-4, ema_beta=0.999, batch=8, iters=100000, bf16=False,
+                  channels_last=False, ckpt_every=5000, sample_every=5000, log_every=10,
+                  max_minutes=0.0, threads=0),
+    # Small CPU run at 64 px: narrow networks, a 64-wide mapping network with a 10x larger F
+    # learning rate than the paper's (1e-6 barely moves F in a few hundred steps) and a faster
+    # EMA (0.99) so the short run's EMA weights are not dominated by the initialisation.
+    "tiny": dict(image_size=64, dim_in=16, max_conv_dim=64, style_dim=16, latent_dim=8,
+                 hidden_dim=64, w_hpf=0.0, lambda_reg=1.0, lambda_sty=1.0, lambda_ds=1.0,
+                 ds_iters=600, lambda_cyc=1.0, lr=2e-4, f_lr=2e-5, beta1=0.0, beta2=0.99,
+                 weight_decay=1e-4, ema_beta=0.99, batch=8, iters=600, bf16=True,
+                 channels_last=False, ckpt_every=100, sample_every=100, log_every=10,
+                 max_minutes=12.0, threads=1),
+}
+
+RUN_KEYS = ("domains", "image_size", "dim_in", "max_conv_dim", "style_dim", "latent_dim",
+            "hidden_dim", "w_hpf", "lambda_reg", "lambda_sty", "lambda_ds", "ds_iters",
+            "lambda_cyc", "lr", "f_lr", "beta1", "beta2", "weight_decay", "ema_beta", "batch",
+            "iters", "bf16", "seed", "world")
+
+
+def make_config(preset: str, **overrides) -> dict:
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    cfg = dict(PRESETS[preset], preset=preset, seed=0, domains=None, holdout=0.02)
+    for key, value in overrides.items():
+        if value is not None:
+            cfg[key] = value
+    return cfg
+
+
+def he_init(module: nn.Module) -> None:
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def load_fan(path: Path) -> FAN:
+    """FAN weights from a bundle holding a ``fan`` network or a state-dict file (safetensors or a
+    torch file read with weights_only=True)."""
+    path = Path(path)
+    if path.is_dir():
+        state = Bundle.open(path).state_dict("fan")
+    elif not path.is_file():
+        raise UserError(f"--fan {path}: no such file or bundle directory")
+    elif path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        state = load_file(str(path))
+    else:
+        state = common.load_checkpoint(path)
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+    fan = FAN()
+    try:
+        fan.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
+    except (RuntimeError, AttributeError) as exc:
+        raise UserError(f"--fan {path}: not FAN weights ({str(exc)[:200]})") from None
+    return fan.eval()
+
+
+class V2Trainer:
+    def __init__(self, data_dir, out_dir, cfg: dict, resume: bool = False, fan=None,
+                 device: str | None = None, quiet: bool = False, data=None):
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.device = common.pick_device(device)
+        common.set_threads(cfg.get("threads", 0))
+        self.dist = common.Dist(self.device)
+        cfg["world"] = self.dist.world
+        self.quiet, self.resume = quiet, resume
+        self._validate(fan)
+        if data is None:
+            data = load_folders(data_dir, cfg["image_size"], domains=cfg.get("domains"))
+        if data.kind != "classes" or len(data.names) < 2:
+            raise UserError(f"{data_dir}: StarGAN v2 needs at least two domain folders "
+                            "(train/<domain>/*.png)")
+        cfg["domains"] = list(data.names)
+        self.names = list(data.names)
+        self.report = data.report.as_dict()
+        train, hold = split_holdout(data, cfg["holdout"], 1234)
+        self.hold = hold if len(hold) else train
+        per_rank = cfg["batch"] // self.dist.world
+        self.batches = V2Batches(train, per_rank, cfg["seed"] + 17, cfg["latent_dim"],
+                                 self.dist.rank, self.dist.world)
+        self.fan = load_fan(fan).to(self.device) if cfg["w_hpf"] > 0 else None
+        self._build()
+        self.it = 0
+
+    def _validate(self, fan) -> None:
+        cfg = self.cfg
+        if cfg["image_size"] < 32 or cfg["image_size"] & (cfg["image_size"] - 1):
+            raise UserError(f"--image-size {cfg['image_size']} must be a power of two >= 32")
+        if cfg["w_hpf"] > 0 and not fan:
+            raise UserError(f"--w-hpf {cfg['w_hpf']} needs FAN weights for the face masks: pass "
+                            "--fan FILE (e.g. an imported CelebA-HQ bundle), or use --w-hpf 0")
+        if cfg["w_hpf"] > 0 and cfg["image_size"] < 128:
+            raise UserError("--w-hpf > 0 uses skip paths at 32/64/128 px; use --image-size >= 128 "
+                            "or --w-hpf 0")
+        for key in ("iters", "batch"):
+            if int(cfg[key]) <= 0:
+                raise UserError(f"--{key} must be positive, got {cfg[key]}")
+        if cfg["batch"] % self.dist.world:
+            raise UserError(f"--batch {cfg['batch']} must be divisible by the number of "
+                            f"processes ({self.dist.world})")
+
+    def _build(self) -> None:
+        cfg, n = self.cfg, len(self.names)
+        common.seed_all(cfg["seed"])
+        self.G = GeneratorV2(cfg["image_size"], cfg["style_dim"], cfg["max_conv_dim"],
+                             cfg["w_hpf"], cfg["dim_in"])
+        self.F = MappingNetwork(cfg["latent_dim"], cfg["style_dim"], n, cfg["hidden_dim"])
+        self.E = StyleEncoder(cfg["image_size"], cfg["style_dim"], n, cfg["max_conv_dim"],
+                              cfg["dim_in"])
+        self.D = DiscriminatorV2(cfg["image_size"], n, cfg["max_conv_dim"], cfg["dim_in"])
+        for net in (self.G, self.F, self.E, self.D):
+            net.apply(he_init)
+            net.to(self.device)
+            self.dist.broadcast_module(net)
+        self.G_ema, self.F_ema, self.E_ema = (copy.deepcopy(m).eval()
+                                              for m in (self.G, self.F, self.E))
+        betas = (cfg["beta1"], cfg["beta2"])
+        wd = cfg["weight_decay"]
+        self.opt = {
+            "G": torch.optim.Adam(self.G.parameters(), cfg["lr"], betas, weight_decay=wd),
+            "F": torch.optim.Adam(self.F.parameters(), cfg["f_lr"], betas, weight_decay=wd),
+            "E": torch.optim.Adam(self.E.parameters(), cfg["lr"], betas, weight_decay=wd),
+            "D": torch.optim.Adam(self.D.parameters(), cfg["lr"], betas, weight_decay=wd),
+        }
+        torch.manual_seed(cfg["seed"] * 1000 + self.dist.rank)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def state(self) -> dict:
+        ranks = self.dist.gather_objects({"batches": self.batches.state_dict(),
+                                          "rng": common.rng_state()})
+        return {"format": "stargan-rt-train-v2", "iter": self.it, "config": _primitive(self.cfg),
+                "nets": {k: m.state_dict() for k, m in self._nets().items()},
+                "opt": {k: o.state_dict() for k, o in self.opt.items()},
+                "lr": {k: o.param_groups[0]["lr"] for k, o in self.opt.items()},
+                "ranks": ranks}
+
+    def _nets(self) -> dict:
+        return {"G": self.G, "F": self.F, "E": self.E, "D": self.D, "G_ema": self.G_ema,
+                "F_ema": self.F_ema, "E_ema": self.E_ema}
+
+    def save(self) -> None:
+        state = self.state()
+        if self.dist.main:
+            common.save_checkpoint(self.out, state)
+        self.dist.barrier()
+
+    def try_resume(self) -> bool:
+        path = self.out / common.CKPT_NAME
+        if not path.exists():
+            return False
+        state = common.load_checkpoint(path)
+        if state.get("format") != "stargan-rt-train-v2":
+            raise UserError(f"{path}: not a stargan-rt v2 training checkpoint; "
+                            "use `stargan-rt train v1` for v1 runs or a new --out")
+        common.check_same_settings(state["config"], self.cfg, RUN_KEYS, path)
+        for k, m in self._nets().items():
+            m.load_state_dict(state["nets"][k])
+        for k, o in self.opt.items():
+            o.load_state_dict(state["opt"][k])
+            common.set_lr(o, state["lr"][k])
+        mine = state["ranks"][self.dist.rank]
+        self.batches.load_state_dict(mine["batches"])
+        common.set_rng_state(mine["rng"])
+        self.it = int(state["iter"])
+        return True
+
+    # -- losses ---------------------------------------------------------------------------
+    def _masks(self, x):
+        if self.fan is None:
+            return None
+        with torch.no_grad():
+            return self.fan.face_masks(x.float())
+
+    def _adv(self, logits, target: float):
+        logits = logits.float()
+        return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+    def _d_step(self, b, z_trg=None, x_ref=None) -> dict:
+        cfg = self.cfg
+        x_real, y_org, y_trg = b["x_src"], b["y_src"], b["y_ref"]
+        x_real = x_real.requires_grad_(True)
+        with common.autocast(cfg["bf16"], self.device):
+            out = self.D(x_real, y_org)
+        loss_real = self._adv(out, 1.0)
+        grad = torch.autograd.grad(out.float().sum(), x_real, create_graph=True)[0]
+        r1 = 0.5 * grad.pow(2).flatten(1).sum(1).mean()
+        with torch.no_grad(), common.autocast(cfg["bf16"], self.device):
+            s_trg = self.F(z_trg, y_trg) if z_trg is not None else self.E(x_ref, y_trg)
+            x_fake = self.G(x_real.detach(), s_trg, self._masks(x_real.detach()))
+        with common.autocast(cfg["bf16"], self.device):
+            out = self.D(x_fake.float(), y_trg)
+        loss_fake = self._adv(out, 0.0)
+        loss = loss_real + loss_fake + cfg["lambda_reg"] * r1
+        self.opt["D"].zero_grad(set_to_none=True)
+        loss.backward()
+        self.dist.average_gradients([self.D])
+        self.opt["D"].step()
+        x_real.requires_grad_(False)
+        return {"real": loss_real.item(), "fake": loss_fake.item(), "reg": r1.item()}
+
+    def _g_step(self, b, lambda_ds: float, latent: bool) -> dict:
+        cfg = self.cfg
+        x_real, y_org, y_trg = b["x_src"], b["y_src"], b["y_ref"]
+        bf16 = cfg["bf16"]
+        masks = self._masks(x_real)
+        self.D.requires_grad_(False)
+        try:
+            with common.autocast(bf16, self.device):
+                if latent:
+                    s_trg = self.F(b["z_trg"], y_trg)
+                else:
+                    s_trg = self.E(b["x_ref"], y_trg)
+                x_fake = self.G(x_real, s_trg, masks)
+                loss_adv = self._adv(self.D(x_fake, y_trg), 1.0)
+                s_pred = self.E(x_fake, y_trg)
+                loss_sty = (s_pred.float() - s_trg.float()).abs().mean()
+                with torch.no_grad():
+                    s_trg2 = (self.F(b["z_trg2"], y_trg) if latent
+                              else self.E(b["x_ref2"], y_trg))
+                    x_fake2 = self.G(x_real, s_trg2, masks)
+                loss_ds = (x_fake.float() - x_fake2.float()).abs().mean()
+                masks_fake = self._masks(x_fake.detach()) if self.fan is not None else None
+                s_org = self.E(x_real, y_org)
+                x_rec = self.G(x_fake, s_org, masks_fake)
+                loss_cyc = (x_rec.float() - x_real).abs().mean()
+            loss = (loss_adv + cfg["lambda_sty"] * loss_sty - lambda_ds * loss_ds
+                    + cfg["lambda_cyc"] * loss_cyc)
+            names = ("G", "F", "E") if latent else ("G",)
+            for k in ("G", "F", "E"):
+                self.opt[k].zero_grad(set_to_none=True)
+            loss.backward()
+            self.dist.average_gradients([{"G": self.G, "F": self.F, "E": self.E}[k]
+                                         for k in names])
+            for k in names:
+                self.opt[k].step()
+        finally:
+            self.D.requires_grad_(True)
+        return {"adv": loss_adv.item(), "sty": loss_sty.item(), "ds": loss_ds.item(),
+                "cyc": loss_cyc.item()}
+
+    def step(self, it: int) -> dict:
+        cfg = self.cfg
+        b = {k: v.to(self.device) for k, v in self.batches.next().items()}
+        lambda_ds = cfg["lambda_ds"] * max(0.0, 1.0 - it / cfg["ds_iters"]) \
+            if cfg["ds_iters"] > 0 else cfg["lambda_ds"]
+        losses = {}
+        for k, v in self._d_step(b, z_trg=b["z_trg"]).items():
+            losses[f"D/latent_{k}"] = v
+        for k, v in self._d_step(b, x_ref=b["x_ref"]).items():
+            losses[f"D/ref_{k}"] = v
+        for k, v in self._g_step(b, lambda_ds, latent=True).items():
+            losses[f"G/latent_{k}"] = v
+        for k, v in self._g_step(b, lambda_ds, latent=False).items():
+            losses[f"G/ref_{k}"] = v
+        beta = cfg["ema_beta"]
+        common.ema_update(self.G_ema, self.G, beta)
+        common.ema_update(self.F_ema, self.F, beta)
+        common.ema_update(self.E_ema, self.E, beta)
+        losses["lambda_ds"] = lambda_ds
+        return losses
+
+    # -- samples, bundle ------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, path: Path, n: int = 6, seeds: int = 2) -> None:
+        cfg = self.cfg
+        x = (torch.from_numpy(self.hold.images[:n]).permute(0, 3, 1, 2).contiguous().float() / 127.5 - 1
+             ).to(self.device)
+        gen = torch.Generator().manual_seed(0)
+        masks = self._masks(x)
+        cols = [x]
+        for d in range(len(self.names)):
+            y = torch.full((len(x),), d, dtype=torch.long, device=self.device)
+            for _ in range(seeds):
+                z = torch.randn(1, cfg["latent_dim"], generator=gen).expand(len(x), -1)
+                s = self.F_ema(z.to(self.device), y)
+                cols.append(self.G_ema(x, s, masks))
+        common.save_grid(path, cols)
+
+    def write_bundle(self, path: Path, include_discriminator: bool = True, name: str = "",
+                     stopped_early: bool = False):
+        cfg = self.cfg
+        manifest = Manifest(
+            arch="v2", image_size=cfg["image_size"],
+            domains=[Domain(n, default_aliases(n)) for n in self.names],
+            config={"style_dim": cfg["style_dim"], "latent_dim": cfg["latent_dim"],
+                    "max_conv_dim": cfg["max_conv_dim"], "w_hpf": cfg["w_hpf"],
+                    "dim_in": cfg["dim_in"], "hidden_dim": cfg["hidden_dim"]},
+            source={"trained_by": "stargan-rt train v2", "preset": cfg["preset"],
+                    "iterations": self.it, "weights": "EMA (beta %g)" % cfg["ema_beta"],
+                    "stopped_early": stopped_early, "settings": _primitive(cfg)},
+            name=name or f"stargan-v2-{cfg['preset']}-{cfg['image_size']}px")
+        nets = {"generator": self.G_ema.state_dict(),
+                "mapping_network": self.F_ema.state_dict(),
+                "style_encoder": self.E_ema.state_dict()}
+        if include_discriminator:
+            nets["discriminator"] = self.D.state_dict()
+        if self.fan is not None:
+            nets["fan"] = self.fan.state_dict()
+        return write_bundle(path, manifest, nets, overwrite=True)
+
+    # -- loop -----------------------------------------------------------------------------
+    def train(self) -> dict:
+        cfg, out = self.cfg, self.out
+        if self.dist.main:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "samples").mkdir(exist_ok=True)
+        self.dist.barrier()
+        ckpt = out / common.CKPT_NAME
+        resumed = False
+        if self.resume:
+            resumed = self.try_resume()
+        elif ckpt.exists():
+            raise UserError(f"{out} already holds a training run ({ckpt.name}); pass --resume to "
+                            "continue it or choose a new --out directory")
+        log = common.Logger(out, cfg["iters"], self.dist.main, self.quiet)
+        if self.dist.main:
+            (out / "config.json").write_text(json.dumps(_primitive(cfg), indent=2) + "\n")
+            log.event({"event": "resume" if resumed else "start", "iter": self.it,
+                       "data": self.report, "world": self.dist.world, "device": self.device})
+        t_start = time.perf_counter()
+        t_window, n_window = time.perf_counter(), 0
+        stopped_early = False
+        last: dict = {}
+        while self.it < cfg["iters"]:
+            losses = self.step(self.it)
+            self.it += 1
+            n_window += cfg["batch"]
+            common.check_finite(losses, self.it)
+            last.update(losses)
+            if self.it % cfg["log_every"] == 0 or self.it == cfg["iters"]:
+                avg = self.dist.all_reduce_mean(dict(last))
+                now = time.perf_counter()
+                ips = n_window / max(now - t_window, 1e-9)
+                t_window, n_window = now, 0
+                log.progress(self.it, {k: v for k, v in avg.items() if "latent" in k}, ips)
+                log.event({"iter": self.it, "images_per_s": round(ips, 2),
+                           "lr": self.opt["G"].param_groups[0]["lr"], **avg})
+            if self.dist.main and cfg["sample_every"] and self.it % cfg["sample_every"] == 0:
+                self.sample(out / "samples" / f"{self.it:06d}.png")
+            over = (cfg.get("max_minutes") or 0) > 0 and \
+                (time.perf_counter() - t_start) / 60 > cfg["max_minutes"]
+            over = bool(self.dist.gather_objects(over)[0])
+            if self.it % cfg["ckpt_every"] == 0 or self.it == cfg["iters"] or over:
+                self.save()
+            if over and self.it < cfg["iters"]:
+                stopped_early = True
+                break
+        log.done()
+        summary = {"iterations": self.it, "seconds": round(time.perf_counter() - t_start, 1),
+                   "stopped_early": stopped_early, "resumed": resumed}
+        if self.dist.main:
+            self.sample(out / "samples" / "final.png")
+            bundle = self.write_bundle(out / "bundle", stopped_early=stopped_early)
+            summary["bundle"] = str(bundle.path)
+            log.event({"event": "end", **summary})
+        self.dist.barrier()
+        return summary
