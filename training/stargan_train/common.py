@@ -156,6 +156,12 @@ def save_checkpoint(run_dir: Path, state: dict, name: str = CKPT_NAME) -> Path:
     return target
 
 
+def remove_stale_temps(run_dir: Path) -> None:
+    """Temp files a killed save left behind (never the checkpoint itself)."""
+    for tmp in Path(run_dir).glob(f".{CKPT_NAME}.*.tmp"):
+        _remove(tmp)
+
+
 def _remove(path) -> None:
     try:
         os.unlink(path)

@@ -451,6 +451,12 @@ def mixed_targets(c_org, names: list[str], gen, p_single: float = 0.5):
     for r in range(b):
         i = int(which[r])
         if i in hair:
+            if edited[r, i] > 0:  # already this colour: pick another one, so the edit changes
+                others = [h for h in hair if h != i]
+                if not others:
+                    edited[r, i] = 0
+                    continue
+                i = others[int(torch.randint(0, len(others), (1,), generator=gen))]
             edited[r, hair] = 0
             edited[r, i] = 1
         else:

@@ -362,6 +362,8 @@ class V1Trainer:
             (out / "samples").mkdir(exist_ok=True)
         self.dist.barrier()
         ckpt = out / common.CKPT_NAME
+        if self.dist.main:
+            common.remove_stale_temps(out)
         resumed = False
         if self.resume:
             resumed = self.try_resume()
@@ -402,6 +404,9 @@ class V1Trainer:
             if over and self.it < cfg["iters"]:
                 stopped_early = True
                 break
+            if cfg.get("stop_at") and self.it >= cfg["stop_at"]:
+                self.save()  # tests: behave like a run killed right after this checkpoint
+                return {"iterations": self.it, "stopped_at": self.it}
         log.done()
         summary = {"iterations": self.it, "seconds": round(time.perf_counter() - t_start, 1),
                    "stopped_early": stopped_early, "resumed": resumed}

@@ -1,0 +1,333 @@
+"""Training stage: data loaders, bad inputs, v1/v2 solvers at 32 px with very small networks,
+checkpoint round trip and exact resume, SIGKILL + resume, disk-full saves, 2-process torchrun."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from stargan_rt.bundle import Bundle
+from stargan_rt.cli import main as cli_main
+from stargan_rt.errors import UserError
+from stargan_rt.models.build import load_network
+from stargan_train import common, data as tdata
+from stargan_train.solver_v1 import V1Trainer
+from stargan_train.solver_v1 import make_config as v1_config
+from stargan_train.solver_v2 import V2Trainer
+from stargan_train.solver_v2 import make_config as v2_config
+
+NAMES40 = [f"Attr_{i}" for i in range(35)] + ["Black_Hair", "Blond_Hair", "Brown_Hair",
+                                                "Smiling", "Eyeglasses"]
+ATTRS = "Black_Hair,Blond_Hair,Smiling"
+# Networks small enough for a few iterations in seconds on 2 busy cores.
+V1_SMALL = ["--image-size", "32", "--conv-dim", "8", "--repeat-num", "1", "--d-conv-dim", "8",
+            "--d-repeat-num", "4", "--batch", "4", "--log-every", "1", "--sample-every", "0"]
+V2_SMALL = ["--image-size", "32", "--dim-in", "8", "--max-conv-dim", "16", "--style-dim", "8",
+            "--latent-dim", "4", "--hidden-dim", "16", "--batch", "4", "--log-every", "1",
+            "--sample-every", "0"]
+
+
+def _face(rng, hair: int, smile: int, size: int = 40) -> np.ndarray:
+    img = np.full((size, size, 3), rng.integers(60, 200), np.uint8)
+    colour = [(20, 20, 20), (80, 200, 240), (30, 60, 110)][hair]
+    cv2.rectangle(img, (0, 0), (size, size // 4), colour, -1)
+    if smile:
+        cv2.ellipse(img, (size // 2, 3 * size // 4), (8, 4), 0, 0, 180, (255, 255, 255), -1)
+    return img
+
+
+def make_celeba(root: Path, n: int = 24, garbage: int = 0) -> Path:
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        hair, smile = i % 3, (i // 3) % 2
+        name = f"{i + 1:06d}.jpg"
+        cv2.imwrite(str(root / "images" / name), _face(rng, hair, smile))
+        vals = [-1] * 40
+        vals[35 + hair] = 1
+        vals[38] = 1 if smile else -1
+        rows.append(name + " " + " ".join(map(str, vals)))
+    for j in range(garbage):
+        name = f"bad{j}.jpg"
+        (root / "images" / name).write_bytes(b"not an image")
+        rows.append(name + " " + " ".join(["-1"] * 40))
+    (root / "list_attr_celeba.txt").write_text(
+        f"{len(rows)}\n" + " ".join(NAMES40) + "\n" + "\n".join(rows) + "\n")
+    return root
+
+
+def make_folders(root: Path, per_class: int = 8, classes=("black", "blond", "brown")) -> Path:
+    rng = np.random.default_rng(1)
+    for ci, name in enumerate(classes):
+        folder = root / "train" / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            cv2.imwrite(str(folder / f"{i}.png"), _face(rng, ci, i % 2))
+    return root
+
+
+@pytest.fixture(scope="module")
+def celeba(tmp_path_factory) -> Path:
+    return make_celeba(tmp_path_factory.mktemp("celeba"))
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> Path:
+    return make_folders(tmp_path_factory.mktemp("folders"))
+
+
+def run_cli(*args) -> int:
+    return cli_main([str(a) for a in args])
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def loss_rows(run: Path) -> dict[int, dict]:
+    return {r["iter"]: {k: v for k, v in r.items() if "/" in k}
+            for r in metrics(run) if "event" not in r}
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+def test_celeba_loader_labels_and_skipped_images(tmp_path):
+    root = make_celeba(tmp_path / "c", n=12, garbage=2)
+    data = tdata.load_celeba(root, ["Smiling", "black_hair"], 32)
+    assert data.images.shape == (12, 32, 32, 3) and data.images.dtype == np.uint8
+    assert data.names == ["Smiling", "Black_Hair"]
+    assert data.report.skipped_undecodable == 2          # skipped and counted
+    assert data.labels[0].tolist() == [0.0, 1.0] and data.labels[3].tolist() == [1.0, 1.0]
+    x = tdata.to_tensor_batch(data.images[:2], np.array([True, False]))
+    assert x.shape == (2, 3, 32, 32) and x.is_contiguous() and -1 <= x.min() and x.max() <= 1
+
+
+def test_targets_follow_official_rules():
+    names = ["Black_Hair", "Blond_Hair", "Smiling"]
+    c = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    t = tdata.test_targets(c, names)
+    assert t[1].tolist() == [[0, 1, 0], [0, 1, 1]]       # hair colours exclusive
+    assert t[2].tolist() == [[1, 0, 1], [0, 1, 0]]       # other attributes flipped
+    torch.manual_seed(0)
+    mixed = tdata.mixed_targets(c.repeat(50, 1), names, None, 1.0)
+    assert (mixed[:, :2].sum(1) == 1).all()             # single edits keep one hair colour
+    assert ((mixed != c.repeat(50, 1)).sum(1) >= 1).all()
+
+
+def test_class_balanced_sampling():
+    labels = np.array([0] * 90 + [1] * 10)
+    weights = 1.0 / np.bincount(labels)[labels]
+    sampler = tdata.EpochSampler(100, 0, weights=weights)
+    drawn = labels[sampler.take(4000)]
+    assert 0.4 < drawn.mean() < 0.6
+
+
+def test_lr_decay_is_linear_and_official_is_noop():
+    assert common.linear_decay_lr(1e-4, 0, 200, 100) == 1e-4
+    assert common.linear_decay_lr(1e-4, 150, 200, 100) == pytest.approx(5e-5)
+    assert common.linear_decay_lr(1e-4, 199, 200, 100) == pytest.approx(1e-6)
+    lr = 1e-4  # the official update: lr -= lr / num_iters_decay every 1000 of 100k iterations
+    for _ in range(100):
+        lr -= lr / 100000
+    assert lr > 0.998e-4
+
+
+# ---------------------------------------------------------------------------------------------
+# bad inputs: exit status 2 with a message
+
+@pytest.mark.parametrize("case", ["missing", "unknown_attr", "rows_mismatch", "empty_class",
+                                  "count_mismatch"])
+def test_bad_inputs_exit_2(tmp_path, capsys, case):
+    out = tmp_path / "run"
+    if case == "missing":
+        args = ["train", "v1", "--data", tmp_path / "nope", "--out", out]
+        expect = "does not exist"
+    elif case == "unknown_attr":
+        root = make_celeba(tmp_path / "c", n=3)
+        args = ["train", "v1", "--data", root, "--out", out, "--attrs", "Smiling,Wings"]
+        expect = "valid names: Attr_0"
+    elif case == "rows_mismatch":
+        root = make_celeba(tmp_path / "c", n=3)
+        (root / "images" / "000002.jpg").unlink()
+        args = ["train", "v1", "--data", root, "--out", out, "--attrs", ATTRS]
+        expect = "not in"
+    elif case == "count_mismatch":
+        root = make_celeba(tmp_path / "c", n=3)
+        f = root / "list_attr_celeba.txt"
+        f.write_text("7" + f.read_text()[1:])
+        args = ["train", "v1", "--data", root, "--out", out, "--attrs", ATTRS]
+        expect = "says 7 images"
+    else:
+        root = make_folders(tmp_path / "f", per_class=2)
+        (root / "train" / "empty").mkdir()
+        args = ["train", "v2", "--data", root, "--out", out]
+        expect = "no images"
+    assert run_cli(*args) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and expect in err, err
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_undecodable_majority_fails(tmp_path, capsys):
+    root = make_celeba(tmp_path / "c", n=2, garbage=3)
+    assert run_cli("train", "v1", "--data", root, "--out", tmp_path / "r", "--attrs", ATTRS) == 2
+    assert "could not be decoded" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# v1: losses, checkpoint round trip, exact resume, refusals, bundle
+
+def test_v1_resume_matches_uninterrupted_run(celeba, tmp_path, capsys):
+    full, part = tmp_path / "full", tmp_path / "part"
+    base = ["train", "v1", "--data", celeba, "--attrs", ATTRS, "--iters", "6",
+            "--ckpt-every", "3", *V1_SMALL]
+    assert run_cli(*base, "--out", full) == 0
+    rows = loss_rows(full)
+    assert sorted(rows) == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(v) for r in rows.values() for v in r.values())
+    assert "G/cls" in rows[1] and "D/gp" in rows[1]       # tiny preset: G step every iteration
+
+    # "killed" right after the iteration-3 checkpoint, then resumed
+    from stargan_train.solver_v1 import V1Trainer as T
+    cfg = v1_config("tiny", attrs=ATTRS.split(","), image_size=32, conv_dim=8, repeat_num=1,
+                    d_conv_dim=8, d_repeat_num=4, batch=4, iters=6, log_every=1,
+                    sample_every=0, ckpt_every=3, stop_at=3, decay_iters=3)
+    T(celeba, part, cfg, quiet=True).train()
+    state = torch.load(part / "checkpoint.pt", weights_only=True)   # tensors/primitives only
+    assert state["iter"] == 3
+    assert run_cli(*base, "--out", part, "--resume") == 0
+    resumed = loss_rows(part)
+    for it in (4, 5, 6):
+        assert resumed[it] == pytest.approx(rows[it], rel=1e-6, abs=1e-7), it
+
+    bundle = Bundle.open(part / "bundle")
+    assert bundle.manifest.arch == "v1" and bundle.manifest.domain_names == ATTRS.split(",")
+    g = load_network(bundle, "generator")
+    d = load_network(bundle, "discriminator")
+    with torch.no_grad():
+        y = g(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3))
+    assert y.shape == (1, 3, 32, 32) and d(y)[1].shape == (1, 3)
+
+    # same --out without --resume, and --resume with other settings: refused
+    capsys.readouterr()
+    assert run_cli(*base, "--out", part) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert run_cli(*base, "--out", part, "--resume", "--lambda-cls-g", "5") == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_checkpoint_disk_full_keeps_previous(tmp_path, monkeypatch):
+    common.save_checkpoint(tmp_path, {"iter": 1, "w": torch.ones(3)})
+    before = (tmp_path / common.CKPT_NAME).read_bytes()
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(UserError, match="disk is full.*previous checkpoint is intact"):
+        common.save_checkpoint(tmp_path, {"iter": 2})
+    assert (tmp_path / common.CKPT_NAME).read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [common.CKPT_NAME]
+
+
+def test_v1_sigkill_then_resume(celeba, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "stargan_rt.cli", "train", "v1", "--data", str(celeba),
+           "--attrs", ATTRS, "--iters", "400", "--ckpt-every", "2", "--out", str(run), "--quiet",
+           *V1_SMALL]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and proc.poll() is None:
+            ckpt = run / "checkpoint.pt"
+            if ckpt.exists() and (run / "metrics.jsonl").exists() and \
+                    len(metrics(run)) > 6:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    saved = torch.load(run / "checkpoint.pt", weights_only=True)["iter"]
+    last_logged = max(loss_rows(run))
+    assert saved >= 2 and last_logged - saved <= 2        # lost at most one interval
+    # resume with the same settings (--iters is one of them); --max-minutes only ends it soon
+    done = subprocess.run(cmd + ["--resume", "--max-minutes", "0.02"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    events = [r for r in metrics(run) if r.get("event") == "resume"]
+    assert events and events[-1]["iter"] == saved
+    assert Bundle.open(run / "bundle").manifest.source["stopped_early"] is True
+
+
+def test_v1_ddp_two_processes(celeba, tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(29500 + os.getpid() % 1000), "-m", "stargan_rt.cli", "train",
+           "v1", "--data", str(celeba), "--attrs", ATTRS, "--iters", "4", "--ckpt-every", "2",
+           "--out", str(run), "--quiet", *V1_SMALL]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    start = [r for r in metrics(run) if r.get("event") == "start"][0]
+    assert start["world"] == 2
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert len(state["ranks"]) == 2 and state["iter"] == 4
+    load_network(Bundle.open(run / "bundle"), "generator")
+
+
+# ---------------------------------------------------------------------------------------------
+# v2
+
+def test_v2_train_resume_and_bundle(folders, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    base = ["train", "v2", "--data", folders, "--iters", "4", "--ckpt-every", "2", *V2_SMALL]
+    assert run_cli(*base, "--out", full) == 0
+    rows = loss_rows(full)
+    assert all(np.isfinite(v) for r in rows.values() for v in r.values())
+    assert {"D/latent_reg", "G/ref_sty", "G/latent_ds", "G/latent_cyc"} <= set(rows[1])
+
+    cfg = v2_config("tiny", image_size=32, dim_in=8, max_conv_dim=16, style_dim=8,
+                    latent_dim=4, hidden_dim=16, batch=4, iters=4, ds_iters=4, log_every=1,
+                    sample_every=0, ckpt_every=2, stop_at=2)
+    V2Trainer(folders, part, cfg, quiet=True).train()
+    assert run_cli(*base, "--out", part, "--resume") == 0
+    resumed = loss_rows(part)
+    for it in (3, 4):
+        assert resumed[it] == pytest.approx(rows[it], rel=1e-6, abs=1e-7), it
+
+    bundle = Bundle.open(part / "bundle")
+    assert bundle.manifest.arch == "v2" and bundle.manifest.domain_names == [
+        "black", "blond", "brown"]
+    assert "EMA" in bundle.manifest.source["weights"]
+    g = load_network(bundle, "generator")
+    f = load_network(bundle, "mapping_network")
+    e = load_network(bundle, "style_encoder")
+    with torch.no_grad():
+        s = f(torch.randn(2, 4), torch.tensor([0, 2]))
+        y = g(torch.zeros(2, 3, 32, 32), s)
+        assert e(y, torch.tensor([0, 1])).shape == (2, 8)
+    # the EMA weights, not the raw ones, are in the bundle
+    state = torch.load(part / "checkpoint.pt", weights_only=True)
+    key = "from_rgb.weight"
+    assert torch.equal(bundle.state_dict("generator")[key], state["nets"]["G_ema"][key])
+    assert not torch.equal(state["nets"]["G_ema"][key], state["nets"]["G"][key])
+
+
+def test_v2_w_hpf_needs_fan(folders, tmp_path, capsys):
+    assert run_cli("train", "v2", "--data", folders, "--out", tmp_path / "r",
+                   "--w-hpf", "1") == 2
+    assert "--fan" in capsys.readouterr().err
