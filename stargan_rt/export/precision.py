@@ -48,6 +48,7 @@ QUANTIZED_OPS = ["Conv", "ConvTranspose"]
 MASK_FRAMES = 64
 INT8_MIN_PSNR = 32.0  # dB vs the fp32 graph; parity checks >= 30 dB against PyTorch
 CHECK_FRAMES = 32
+CALIB_METHOD = "Percentile"  # onnxruntime CalibrationMethod name (99.99th percentile)
 
 
 # -- fp16 ---------------------------------------------------------------------------------------
@@ -415,7 +416,8 @@ def to_int8_model(fp32_path: Path, model: onnx.ModelProto, frames: np.ndarray,
                     str(named), str(out), Reader(feeds, batch), quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=QUANTIZED_OPS, per_channel=True, reduce_range=False,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=exclude,
+                    calibrate_method=getattr(CalibrationMethod, CALIB_METHOD),
+                    nodes_to_exclude=exclude,
                     calibration_cache_path=str(cache),  # calibrate once, re-quantize cheaply
                     extra_options={
                         "ActivationSymmetric": True, "WeightSymmetric": True,
