@@ -108,7 +108,7 @@ def run_cli(*args, timeout: float = 120, env=None) -> subprocess.CompletedProces
                           env=full_env)
 
 
-def tiny_v1_bundle(path: Path) -> Path:
+def tiny_v1_bundle(path: Path, discriminator: bool = True) -> Path:
     """A random-weight v1 bundle at 64 px (engine path checks, not image quality)."""
     torch = pytest.importorskip("torch")
     from stargan_rt.bundle import Domain, Manifest, write_bundle
@@ -119,8 +119,10 @@ def tiny_v1_bundle(path: Path) -> Path:
                         domains=[Domain("Black_Hair"), Domain("Blond_Hair"), Domain("Smiling")],
                         config={"conv_dim": 8, "c_dim": 3, "repeat_num": 2, "d_conv_dim": 8,
                                 "d_repeat_num": 3}, name="tiny-v1")
-    write_bundle(path, manifest, {"generator": GeneratorV1(8, 3, 2).state_dict(),
-                                  "discriminator": DiscriminatorV1(64, 8, 3, 3).state_dict()})
+    nets = {"generator": GeneratorV1(8, 3, 2).state_dict()}
+    if discriminator:
+        nets["discriminator"] = DiscriminatorV1(64, 8, 3, 3).state_dict()
+    write_bundle(path, manifest, nets)
     return path
 
 

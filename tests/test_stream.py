@@ -475,3 +475,34 @@ def test_stream_url_source_is_live_and_hides_credentials(frames, tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_v1_without_discriminator_turns_domains_into_labels(frames, tmp_path):
+    class Recording(FakeTranslator):
+        def __init__(self):
+            super().__init__(("Black_Hair", "Blond_Hair", "Smiling"))
+            self.labels = []
+
+        def set_domain(self, name):
+            raise AssertionError("needs the discriminator")
+
+        def set_labels(self, labels):
+            self.labels.append(list(labels))
+            self.domain = self.domains[0]
+
+    translator = Recording()
+
+    def on_frame(result, source, packet, pipeline):
+        if packet.index == 1:
+            handle_key(pipeline, "d")
+    pipeline = Pipeline(ListSource(frames), translator, FaceStage(64),
+                        [CallbackSink(on_frame)], domain="Blond_Hair", one_hot_domains=True,
+                        log=lambda m: None)
+    assert pipeline.run() == 0
+    assert translator.labels == [[0, 1, 0], [0, 0, 1]]
+    # the real command with such a bundle
+    bundle = tiny_v1_bundle(tmp_path / "noD", discriminator=False)
+    r = run_cli("webcam", "--model", bundle, "--domain", "Smiling", "--source", "sample",
+                "--headless", "--max-frames", 6, "--cache-dir", tmp_path / "cache")
+    assert r.returncode == 0, r.stderr
+    assert "Smiling=1 and the others 0" in r.stderr and "out 6" in r.stderr

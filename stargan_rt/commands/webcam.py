@@ -163,6 +163,10 @@ def run(args) -> int:
             log(f"no --domain given: using {domain} (known: {', '.join(translator.domains)})")
         if domain is not None:
             domain = _canonical(translator, domain)
+        one_hot = translator.arch == "v1" and labels is None and not bundle.has("discriminator")
+        if one_hot:
+            log(f"{model_path} has no discriminator to estimate each face's own attributes: "
+                f"--domain {domain} means {domain}=1 and the others 0 (--labels sets them all)")
         manifest = getattr(getattr(translator, "bundle", None), "manifest", None)
         config = dict(getattr(manifest, "config", None) or {})
         if "crop_scale" not in config and _is_demo(model_path):
@@ -203,7 +207,8 @@ def run(args) -> int:
                             seed=args.seed if args.seed is not None else 0, ref_bgr=ref_bgr,
                             psi=args.psi, parity_every=args.parity_every,
                             reference_factory=reference_factory, precision=args.precision,
-                            log=log, model_name=str(model_path))
+                            log=log, model_name=str(model_path),
+                            one_hot_domains=one_hot)
         pipeline.view["side_by_side"] = args.side_by_side
         pipeline.view["mirror"] = args.mirror
     except BaseException:

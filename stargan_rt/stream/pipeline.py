@@ -274,7 +274,8 @@ class Pipeline:
                  ref_bgr: np.ndarray | None = None, psi: float = 1.0,
                  parity_every: int = 0, reference_factory: Callable[[], Any] | None = None,
                  precision: str = "fp32", log: Callable[[str], None] = print,
-                 model_name: str = "", engine_name: str | None = None):
+                 model_name: str = "", engine_name: str | None = None,
+                 one_hot_domains: bool = False):
         self.source = source
         self.translator = translator
         self.faces = faces
@@ -289,6 +290,9 @@ class Pipeline:
         self.model_name = model_name
         self.arch = getattr(translator, "arch", "v1")
         self.domains = list(getattr(translator, "domains", []))
+        # v1 without a discriminator cannot estimate the face's own attributes: a domain then
+        # means that attribute on and the others off
+        self.one_hot_domains = one_hot_domains and self.arch == "v1"
         self.engine = engine_name or _describe(translator)
         self.stats = RunStats()
         self.stop_event = threading.Event()
@@ -332,6 +336,8 @@ class Pipeline:
     def _apply_target(self, translator, target: Target) -> None:
         if target.labels is not None and hasattr(translator, "set_labels"):
             translator.set_labels(list(target.labels))
+        elif target.domain is not None and self.one_hot_domains:
+            translator.set_labels(one_hot_labels(self.domains, target.domain))
         elif target.domain is not None:
             translator.set_domain(target.domain)
         if self.arch == "v2":
@@ -630,6 +636,12 @@ class Pipeline:
                           "samples": list(s.rss_samples)},
             "stop_reason": self.stop_reason, "error": self.error, "exit_code": self.exit_code,
         }
+
+
+def one_hot_labels(domains: list[str], domain: str) -> list[float]:
+    if domain not in domains:
+        raise UserError(f"unknown domain {domain!r}; known: {', '.join(domains)}")
+    return [1.0 if d == domain else 0.0 for d in domains]
 
 
 def _describe(translator) -> str:
