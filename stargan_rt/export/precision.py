@@ -16,8 +16,8 @@ OpenVINO read: QuantizeLinear/DequantizeLinear on the inputs and weights of Conv
 ConvTranspose only (the compute; no Q/DQ around InstanceNormalization, Resize, the AdaIN
 arithmetic or the frame I/O), int8 symmetric activations (zero point 0), per-channel symmetric
 weights (Conv axis 0, ConvTranspose axis 1), no output quantization, float biases. Calibrated
-(99.99th percentile of |x|) on >= 256 real frames; the first and last conv (image in / out,
-3 channels) stay fp32. Accuracy guard: the int8 graph is compared with the fp32 graph on 32 of
+(99.99th percentile of |x| up to 128 px, max |x| above) on >= 256 real frames; the first and
+last conv (image in / out, 3 channels) stay fp32. Accuracy guard: the int8 graph is compared with the fp32 graph on 32 of
 the calibration frames; below INT8_MIN_PSNR (32 dB) convs go back to fp32 one at a time from the
 input side until it passes (recorded in the metadata key ``int8``). Everything not quantized
 stays fp32. Quantize the unfused graph (ORT has to run it to calibrate), then fuse AdaIN:
@@ -48,7 +48,11 @@ QUANTIZED_OPS = ["Conv", "ConvTranspose"]
 MASK_FRAMES = 64
 INT8_MIN_PSNR = 32.0  # dB vs the fp32 graph; parity checks >= 30 dB against PyTorch
 CHECK_FRAMES = 32
-CALIB_METHOD = "Percentile"  # onnxruntime CalibrationMethod name (99.99th percentile)
+# onnxruntime CalibrationMethod: Percentile (99.99th, more convs stay int8 at the same PSNR) up
+# to PERCENTILE_MAX_SIZE px; above, MinMax: the percentile histograms sort every activation of
+# every batch, which made a 256 px v2 generator's calibration take many minutes here.
+CALIB_METHOD = "auto"
+PERCENTILE_MAX_SIZE = 128
 
 
 # -- fp16 ---------------------------------------------------------------------------------------
@@ -390,6 +394,9 @@ def to_int8_model(fp32_path: Path, model: onnx.ModelProto, frames: np.ndarray,
     count = len(frames)
     size = frames.shape[1]
     batch = 16 if size <= 64 else 8 if size <= 128 else 2
+    method = CALIB_METHOD
+    if method == "auto":
+        method = "Percentile" if size <= PERCENTILE_MAX_SIZE else "MinMax"
 
     class Reader(_Reader, CalibrationDataReader):
         pass
@@ -416,7 +423,7 @@ def to_int8_model(fp32_path: Path, model: onnx.ModelProto, frames: np.ndarray,
                     str(named), str(out), Reader(feeds, batch), quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=QUANTIZED_OPS, per_channel=True, reduce_range=False,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=getattr(CalibrationMethod, CALIB_METHOD),
+                    calibrate_method=getattr(CalibrationMethod, method),
                     nodes_to_exclude=exclude,
                     calibration_cache_path=str(cache),  # calibrate once, re-quantize cheaply
                     extra_options={
@@ -443,7 +450,7 @@ def to_int8_model(fp32_path: Path, model: onnx.ModelProto, frames: np.ndarray,
         finally:
             logger.setLevel(level)
         quantized = onnx.load(str(out))
-    info = {"check_psnr_db": round(psnr, 2), "check_frames": int(len(check)),
+    info = {"calibration": method, "check_psnr_db": round(psnr, 2), "check_frames": int(len(check)),
             "quantized_convs": len(order) - kept, "fp32_convs": len(convs) - (len(order) - kept),
             "min_psnr_db": min_psnr}
     return quantized, info
