@@ -17,8 +17,7 @@ def register(subparsers) -> None:
                         "demo-v1 / demo-v2 name the built-in ones)")
     parser.add_argument("--arch", choices=("v1", "v2"), default="v1",
                         help="which built-in demo model when --model is not given (default v1)")
-    parser.add_argument("--out", help="output directory (default: <bundle>-onnx next to the "
-                        "current directory, i.e. ./<bundle name>-onnx)")
+    parser.add_argument("--out", help="output directory (default: ./<bundle name>-onnx)")
     parser.add_argument("--io", choices=("uint8", "float"), default="uint8",
                         help="uint8: NHWC BGR frames in/out (engines); float: NCHW [-1, 1] (parity)")
     parser.add_argument("--precision", action="append", choices=("fp32", "fp16", "int8"),
