@@ -18,8 +18,8 @@ arithmetic or the frame I/O), int8 symmetric activations (zero point 0), per-cha
 weights (Conv axis 0, ConvTranspose axis 1), no output quantization, float biases. Calibrated
 (99.99th percentile of |x| up to 128 px, max |x| above) on >= 256 real frames; the first and
 last conv (image in / out, 3 channels) stay fp32. Accuracy guard: the int8 graph is compared with the fp32 graph on 32 of
-the calibration frames; below INT8_MIN_PSNR (32 dB) convs go back to fp32 one at a time from the
-input side until it passes (recorded in the metadata key ``int8``). Everything not quantized
+the calibration frames; below INT8_MIN_PSNR (32 dB) convs go back to fp32 from the input side, 1, 2,
+4, ... more at a time, until it passes (recorded in the metadata key ``int8``). Everything not quantized
 stays fp32. Quantize the unfused graph (ORT has to run it to calibrate), then fuse AdaIN:
 `prepare_graph` does it in that order (fp16 the other way round: fuse, then convert).
 """
@@ -376,9 +376,9 @@ def to_int8_model(fp32_path: Path, model: onnx.ModelProto, frames: np.ndarray,
                   aux: dict | None = None, min_psnr: float = INT8_MIN_PSNR,
                   log=None) -> tuple[onnx.ModelProto, dict]:
     """Quantize; if the result is below ``min_psnr`` dB against the fp32 graph on CHECK_FRAMES of
-    the calibration frames, move convs back to fp32 one at a time in graph order (measured on the
-    StarGAN graphs: the error adds up about evenly over the layers, the high-resolution input
-    side first) until it is not. Returns (model, info)."""
+    the calibration frames, move convs back to fp32 in graph order, 1, 2, 4, ... more at a time
+    (measured on the StarGAN graphs: the error adds up about evenly over the layers, the
+    high-resolution input side first) until it is not. Returns (model, info)."""
     import contextlib
     import io as _io
     import logging
@@ -442,8 +442,10 @@ def to_int8_model(fp32_path: Path, model: onnx.ModelProto, frames: np.ndarray,
             logger.setLevel(logging.ERROR)
             kept = 1 if len(order) > 1 else 0  # the first conv (image in) stays fp32
             psnr = quantize(fixed + order[:kept])
+            step = 1  # doubling steps: at most log2(convs) re-quantizations on big models
             while psnr < min_psnr and kept < len(order):
-                kept += 1
+                kept = min(len(order), kept + step)
+                step *= 2
                 psnr = quantize(fixed + order[:kept])
                 if log:
                     log(f"int8 check {psnr:.1f} dB with the first {kept} convs in fp32")
