@@ -331,3 +331,18 @@ def test_v2_w_hpf_needs_fan(folders, tmp_path, capsys):
     assert run_cli("train", "v2", "--data", folders, "--out", tmp_path / "r",
                    "--w-hpf", "1") == 2
     assert "--fan" in capsys.readouterr().err
+
+
+def test_v1_joint_celeba_rafd_with_mask(celeba, tmp_path):
+    rafd = make_folders(tmp_path / "rafd", per_class=3, classes=("angry", "happy"))
+    run = tmp_path / "joint"
+    assert run_cli("train", "v1", "--data", celeba, "--rafd", rafd / "train", "--attrs", ATTRS,
+                   "--out", run, "--iters", "4", "--ckpt-every", "4", *V1_SMALL) == 0
+    rows = loss_rows(run)
+    assert all(np.isfinite(v) for r in rows.values() for v in r.values())
+    bundle = Bundle.open(run / "bundle")
+    # label = [3 CelebA attributes, 2 RaFD classes, 2 mask bits]
+    assert bundle.manifest.config["c_dim"] == 7
+    assert bundle.manifest.domain_names[-2:] == ["mask_celeba", "mask_rafd"]
+    g = load_network(bundle, "generator")
+    assert g(torch.zeros(1, 3, 32, 32), torch.zeros(1, 7)).shape == (1, 3, 32, 32)

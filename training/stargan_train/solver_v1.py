@@ -44,9 +44,9 @@ PRESETS = {
     # single test-style edits (see data.mixed_targets), bf16 autocast (2.3x faster than fp32
     # here). Stops at max_minutes (checkpoint + bundle) whatever the iteration.
     "tiny": dict(image_size=64, conv_dim=16, repeat_num=3, d_conv_dim=32, d_repeat_num=5,
-                 lambda_cls=1.0, lambda_cls_g=3.0, lambda_rec=10.0, lambda_gp=10.0, n_critic=1,
-                 g_lr=2e-4, d_lr=2e-4, beta1=0.5, beta2=0.999, batch=8, iters=1500,
-                 decay_iters=750, p_single=0.5, bf16=True, channels_last=False,
+                 lambda_cls=2.0, lambda_cls_g=4.0, lambda_rec=10.0, lambda_gp=10.0, n_critic=1,
+                 g_lr=2e-4, d_lr=2e-4, beta1=0.5, beta2=0.999, batch=8, iters=2400,
+                 decay_iters=1200, p_single=0.5, bf16=True, channels_last=False,
                  ckpt_every=100, sample_every=100, log_every=10, max_minutes=17.0, threads=1),
 }
 
