@@ -4,7 +4,7 @@
    three-domain hair-colour folder set at 64 px;
 2. trains StarGAN v1 with ``--preset tiny`` on Black_Hair, Blond_Hair, Brown_Hair, Smiling,
    Eyeglasses and StarGAN v2 with ``--preset tiny`` (w_hpf 0) on black/blond/brown hair;
-3. writes the bundles (v1: generator; v2: EMA generator, mapping network, style encoder) to
+3. writes the bundles (v1: generator + discriminator; v2: EMA generator, mapping network, style encoder) to
    stargan_rt/assets/models/demo-v1 and demo-v2, replacing the old ones atomically.
 
 Everything is seeded; on the shared 2-core development CPU the v1 run took 12 min (2400 it) and
@@ -60,7 +60,9 @@ def main(argv=None) -> int:
         t0 = time.time()
         trainer = V1Trainer(None, work / "run-v1", cfg, resume=args.resume, data=data)
         summary = trainer.train()
-        bundle = trainer.write_bundle(args.assets / "demo-v1", include_discriminator=False,
+        # The discriminator stays: the runtime estimates a face's own attributes with its
+        # classifier head before flipping the requested one (about 11 MB at this size).
+        bundle = trainer.write_bundle(args.assets / "demo-v1", include_discriminator=True,
                                       name="demo-v1 (synthetic faces, 64 px)",
                                       stopped_early=summary["stopped_early"])
         report["v1"] = {**summary, "wall_s": round(time.time() - t0), "bundle": str(bundle.path)}
