@@ -7,7 +7,7 @@
 3. writes the bundles (v1: generator + discriminator; v2: EMA generator, mapping network, style encoder) to
    stargan_rt/assets/models/demo-v1 and demo-v2, replacing the old ones atomically.
 
-Everything is seeded; on the shared 2-core development CPU the v1 run took 12 min (2400 it) and
+Everything is seeded; on the shared 2-core development CPU the v1 run took 13.8 min (3200 it) and
 the v2 run hit its 12 min limit at 467 of 500 iterations. The tiny presets stop at their
 --max-minutes limits, so on a slower or busier machine the result can stop at an earlier
 iteration (the bundle's manifest records the iteration and whether it stopped early).
