@@ -21,7 +21,6 @@ from stargan_rt.cli import main as cli_main
 from stargan_rt.errors import UserError
 from stargan_rt.models.build import load_network
 from stargan_train import common, data as tdata
-from stargan_train.solver_v1 import V1Trainer
 from stargan_train.solver_v1 import make_config as v1_config
 from stargan_train.solver_v2 import V2Trainer
 from stargan_train.solver_v2 import make_config as v2_config
