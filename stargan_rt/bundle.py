@@ -29,6 +29,17 @@ OPTIONAL_NETWORKS = {"v1": ("discriminator",), "v2": ("discriminator", "fan")}
 
 HAIR_COLOURS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
 
+
+def turn_attribute_on(labels, domain_names: list[str], index: int):
+    """v1 target rule, in place on (N, c_dim) labels (numpy or torch): attribute ``index`` on,
+    the other hair colours off when it is one (they are exclusive), every other attribute kept."""
+    if domain_names[index] in HAIR_COLOURS:
+        for other, name in enumerate(domain_names):
+            if name in HAIR_COLOURS:
+                labels[:, other] = 0
+    labels[:, index] = 1
+    return labels
+
 # Short names people type for common domains; matched case-insensitively like the names.
 _SYNONYMS = {
     "smiling": ["smile", "smiles", "happy"],

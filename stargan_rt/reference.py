@@ -11,7 +11,7 @@ import os
 import numpy as np
 import torch
 
-from stargan_rt.bundle import HAIR_COLOURS, Bundle
+from stargan_rt.bundle import Bundle, turn_attribute_on
 from stargan_rt.errors import UserError
 from stargan_rt.latents import latent_for_seed
 from stargan_rt.imaging import bgr_to_unit_nchw, fit_to_model, unit_nchw_to_bgr
@@ -89,14 +89,7 @@ class TorchTranslator:
             return self._labels.expand(x.shape[0], -1).to(self.device)
         if self._domain is None:
             raise UserError("no target: give --domain NAME or --labels A=1,B=0,...")
-        labels = self.source_labels(x)
-        name = self.domains[self._domain]
-        if name in HAIR_COLOURS:  # hair colours are exclusive
-            for index, other in enumerate(self.domains):
-                if other in HAIR_COLOURS:
-                    labels[:, index] = 0
-        labels[:, self._domain] = 1
-        return labels
+        return turn_attribute_on(self.source_labels(x), self.domains, self._domain)
 
     @torch.no_grad()
     def style(self) -> torch.Tensor:

@@ -26,7 +26,7 @@ import numpy as np
 from stargan_rt.backends import PRECISIONS, TARGETS, BuildInfo, Engine, get_engine
 from stargan_rt.backends.base import INSTALL_HINTS
 from stargan_rt.backends.cache import EngineCache
-from stargan_rt.bundle import HAIR_COLOURS, Bundle
+from stargan_rt.bundle import Bundle, turn_attribute_on
 from stargan_rt.errors import UserError
 from stargan_rt.latents import latent_for_seed  # noqa: F401 (re-exported for parity)
 
@@ -286,13 +286,7 @@ class Translator:
             return np.repeat(self._labels, len(crops), axis=0)
         if self._domain is None:
             raise UserError("no target: give --domain NAME or --labels A=1,B=0,...")
-        labels = self.source_labels(crops)
-        if self.domains[self._domain] in HAIR_COLOURS:  # hair colours are exclusive
-            for index, other in enumerate(self.domains):
-                if other in HAIR_COLOURS:
-                    labels[:, index] = 0
-        labels[:, self._domain] = 1
-        return labels
+        return turn_attribute_on(self.source_labels(crops), self.domains, self._domain)
 
     def style(self) -> np.ndarray:
         if self._style is None:

@@ -24,16 +24,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from stargan_rt.bundle import HAIR_COLOURS
 from stargan_rt.errors import UserError
+from stargan_rt.imaging import IMAGE_SUFFIXES
 
 ATTR_FILE = "list_attr_celeba.txt"
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 CELEBA_CROP = 178  # official CenterCrop for the 178x218 aligned CelebA photos
-HAIR_COLOURS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
 
 
 def _list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _load_square(path: Path, image_size: int, crop_size: int | None) -> np.ndarray | None:
@@ -185,7 +185,7 @@ def load_celeba(root: str | os.PathLike, attrs: list[str], image_size: int,
     folder = find_celeba_images(root)
     present = {p.name for p in _list_images(folder)}
     if not present:
-        raise UserError(f"{folder}: no images found (expected {', '.join(sorted(IMAGE_EXTS))} "
+        raise UserError(f"{folder}: no images found (expected {', '.join(sorted(IMAGE_SUFFIXES))} "
                         f"files named as in {ATTR_FILE})")
     missing = [f for f in files if f not in present]
     if missing:
@@ -424,7 +424,7 @@ def test_targets(c_org, names: list[str]):
     hair = hair_indexes(names)
     out = []
     for i in range(len(names)):
-        c = c_org.clone()
+        c = c_org.clone() if hasattr(c_org, "clone") else c_org.copy()  # torch or numpy
         if i in hair:
             c[:, hair] = 0
             c[:, i] = 1

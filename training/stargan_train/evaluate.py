@@ -29,10 +29,9 @@ import cv2
 import numpy as np
 
 from stargan_rt.errors import UserError
+from stargan_rt.imaging import IMAGE_SUFFIXES
+from stargan_train.data import ATTR_FILE, read_attr_file, test_targets
 
-ATTR_FILE = "list_attr_celeba.txt"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
-HAIR_COLOURS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
 CLASSIFIER_SIZE = 64           # the classifier sees at most 64 px (downscaled with area)
 
 
@@ -83,36 +82,6 @@ def _load_images(paths: list[Path], size: int, skipped: list[str]) -> tuple[np.n
     if not images:
         return np.zeros((0, size, size, 3), np.uint8), kept
     return np.stack(images), kept
-
-
-def read_attr_file(path: Path) -> tuple[list[str], list[str], np.ndarray]:
-    """CelebA attribute file -> (attribute names, file names, int8 (N, A) of +1 / -1)."""
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or exc})")
-    if len(lines) < 3:
-        raise UserError(f"{path}: expected a count line, the attribute names and one row per "
-                        "image (CelebA list_attr_celeba.txt format)")
-    try:
-        count = int(lines[0].strip())
-    except ValueError:
-        raise UserError(f"{path}: line 1 should be the number of images, got {lines[0][:40]!r}")
-    names = lines[1].split()
-    rows = [line.split() for line in lines[2:] if line.strip()]
-    if count != len(rows):
-        raise UserError(f"{path}: line 1 says {count} images but the file has {len(rows)} rows")
-    files, values = [], np.zeros((len(rows), len(names)), np.int8)
-    for r, row in enumerate(rows):
-        if len(row) != len(names) + 1:
-            raise UserError(f"{path}: row {r + 3} has {len(row) - 1} values, expected "
-                            f"{len(names)} (one per attribute name on line 2)")
-        files.append(row[0])
-        try:
-            values[r] = [int(v) for v in row[1:]]
-        except ValueError:
-            raise UserError(f"{path}: row {r + 3} has a value that is not 1 / -1")
-    return names, files, values
 
 
 def load_celeba(root: Path, wanted: list[str], size: int) -> LabelledSet:
@@ -444,22 +413,12 @@ def _l1(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def v1_targets(c_org: np.ndarray, names: list[str], kind: str) -> list[np.ndarray]:
-    """The official create_labels: hair colours exclusive, other attributes flipped;
-    for classes (one-hot) the target domain's one-hot vector."""
-    targets = []
-    hair = [i for i, n in enumerate(names) if n in HAIR_COLOURS]
-    for i in range(len(names)):
-        c = c_org.copy()
-        if kind == "classes":
-            c[:] = 0
-            c[:, i] = 1
-        elif i in hair:
-            c[:, hair] = 0
-            c[:, i] = 1
-        else:
-            c[:, i] = 1 - c[:, i]
-        targets.append(c)
-    return targets
+    """The official create_labels (stargan_train.data.test_targets); for classes (one-hot) the
+    target domain's one-hot vector."""
+    if kind != "classes":
+        return test_targets(c_org, names)
+    return [np.repeat(np.eye(len(names), dtype=c_org.dtype)[i:i + 1], len(c_org), axis=0)
+            for i in range(len(names))]
 
 
 def evaluate_v1(adapter, classifier, held: LabelledSet, batch: int = 32,
