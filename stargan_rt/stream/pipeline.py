@@ -428,30 +428,30 @@ class Pipeline:
             self.q_detect.put(Packet(index, frame, t0))
             index += 1
 
-    def _detect(self) -> None:
+    def _items(self, queue: DropQueue, on_wake=None):
+        """Items of a stage queue until the end marker or a stop; ``get`` returns None when it
+        times out, which is when a stop is noticed (and ``on_wake`` runs, if given)."""
         while True:
-            packet = self.q_detect.get()
-            if packet is None:
+            item = queue.get()
+            if on_wake is not None:
+                on_wake()
+            if item is None:
                 if self.stop_event.is_set():
                     return
                 continue
-            if packet is _EOS:
+            if item is _EOS:
                 return
+            yield item
+
+    def _detect(self) -> None:
+        for packet in self._items(self.q_detect):
             t = time.perf_counter()
             packet.faces, packet.crops = self.faces.crops(packet.frame)
             self.stats.stages["detect"].add((time.perf_counter() - t) * 1000)
             self.q_infer.put(packet)
 
     def _infer(self) -> None:
-        while True:
-            packet = self.q_infer.get()
-            self._handle_commands()
-            if packet is None:
-                if self.stop_event.is_set():
-                    return
-                continue
-            if packet is _EOS:
-                return
+        for packet in self._items(self.q_infer, on_wake=self._handle_commands):
             if packet.crops is not None and len(packet.crops):
                 t = time.perf_counter()
                 packet.translated = self.translator(packet.crops)
@@ -468,14 +468,7 @@ class Pipeline:
     def _parity(self) -> None:
         reference, applied = None, None
         metric, limit = self.parity_state or ("psnr_db", 30.0)
-        while True:
-            job = self.q_parity.get()
-            if job is None:
-                if self.stop_event.is_set():
-                    return
-                continue
-            if job is _EOS:
-                return
+        for job in self._items(self.q_parity):
             crops, engine_out, target, style = job
             try:
                 if reference is None:
