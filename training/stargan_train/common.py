@@ -311,3 +311,85 @@ def pick_device(requested: str | None) -> str:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         return f"cuda:{local}"
     return "cpu"
+
+
+def primitive(value):
+    """JSON/torch.load(weights_only)-safe copy of a config."""
+    if isinstance(value, dict):
+        return {str(k): primitive(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [primitive(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def run_training(trainer) -> dict:
+    """The training loop both solvers share: resume or refuse an existing run, step, log,
+    sample, checkpoint every ``ckpt_every`` (and when the time cap is hit), write the bundle.
+
+    ``trainer`` provides cfg, out, dist, resume, it, report, device, quiet, try_resume(), step(it),
+    sample(path), save(), write_bundle(path, stopped_early=...), progress_losses(avg) (what the
+    progress bar shows) and learning_rates() (logged each interval)."""
+    cfg, out = trainer.cfg, trainer.out
+    if trainer.dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "samples").mkdir(exist_ok=True)
+    trainer.dist.barrier()
+    ckpt = out / CKPT_NAME
+    if trainer.dist.main:
+        remove_stale_temps(out)
+    resumed = False
+    if trainer.resume:
+        resumed = trainer.try_resume()
+    elif ckpt.exists():
+        raise UserError(f"{out} already holds a training run ({ckpt.name}); pass --resume to "
+                        "continue it or choose a new --out directory")
+    log = Logger(out, cfg["iters"], trainer.dist.main, trainer.quiet)
+    if trainer.dist.main:
+        (out / "config.json").write_text(json.dumps(primitive(cfg), indent=2) + "\n")
+        log.event({"event": "resume" if resumed else "start", "iter": trainer.it,
+                   "data": trainer.report, "world": trainer.dist.world, "device": trainer.device})
+    t_start = time.perf_counter()
+    t_window, n_window = time.perf_counter(), 0
+    stopped_early = False
+    last: dict = {}
+    while trainer.it < cfg["iters"]:
+        losses = trainer.step(trainer.it)
+        trainer.it += 1
+        n_window += cfg["batch"]
+        check_finite(losses, trainer.it)
+        last.update(losses)
+        if trainer.it % cfg["log_every"] == 0 or trainer.it == cfg["iters"]:
+            avg = trainer.dist.all_reduce_mean(dict(last))
+            now = time.perf_counter()
+            ips = n_window / max(now - t_window, 1e-9)
+            t_window, n_window = now, 0
+            log.progress(trainer.it, trainer.progress_losses(avg), ips)
+            log.event({"iter": trainer.it, "images_per_s": round(ips, 2),
+                       **trainer.learning_rates(), **avg})
+        if trainer.dist.main and cfg["sample_every"] and trainer.it % cfg["sample_every"] == 0:
+            trainer.sample(out / "samples" / f"{trainer.it:06d}.png")
+        over = (cfg.get("max_minutes") or 0) > 0 and \
+            (time.perf_counter() - t_start) / 60 > cfg["max_minutes"]
+        over = bool(trainer.dist.gather_objects(over)[0])
+        if trainer.it % cfg["ckpt_every"] == 0 or trainer.it == cfg["iters"] or over:
+            trainer.save()
+        if over and trainer.it < cfg["iters"]:
+            stopped_early = True
+            break
+        if cfg.get("stop_at") and trainer.it >= cfg["stop_at"]:
+            trainer.save()  # tests: behave like a run killed right after this checkpoint
+            return {"iterations": trainer.it, "stopped_at": trainer.it}
+    log.done()
+    summary = {"iterations": trainer.it, "seconds": round(time.perf_counter() - t_start, 1),
+               "stopped_early": stopped_early, "resumed": resumed}
+    if trainer.dist.main:
+        trainer.sample(out / "samples" / "final.png")
+        bundle = trainer.write_bundle(out / "bundle", stopped_early=stopped_early)
+        summary["bundle"] = str(bundle.path)
+        log.event({"event": "end", **summary})
+    trainer.dist.barrier()
+    return summary
+
+

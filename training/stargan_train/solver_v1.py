@@ -15,8 +15,6 @@ targets are the batch's shuffled labels). The ``tiny`` preset is tuned for small
 """
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 import torch
@@ -172,7 +170,7 @@ class V1Trainer:
             "batches": self.batches.state_dict(),
             "rafd": self.rafd_batches.state_dict() if self.rafd_batches else None,
             "rng": common.rng_state()})
-        return {"format": "stargan-rt-train-v1", "iter": self.it, "config": _primitive(self.cfg),
+        return {"format": "stargan-rt-train-v1", "iter": self.it, "config": common.primitive(self.cfg),
                 "G": self.G.state_dict(), "D": self.D.state_dict(),
                 "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict(),
                 "lr": {"g": self.g_opt.param_groups[0]["lr"],
@@ -344,7 +342,7 @@ class V1Trainer:
                     "d_repeat_num": cfg["d_repeat_num"]},
             source={"trained_by": "stargan-rt train v1", "preset": cfg["preset"],
                     "iterations": self.it, "dataset": cfg["dataset"],
-                    "stopped_early": stopped_early, "settings": _primitive(cfg)},
+                    "stopped_early": stopped_early, "settings": common.primitive(cfg)},
             name=name or f"stargan-v1-{cfg['preset']}-{cfg['image_size']}px")
         nets = {"generator": self.G.state_dict()}
         # The joint model's D has fewer class outputs than G's label input; the manifest holds
@@ -354,77 +352,11 @@ class V1Trainer:
         return write_bundle(path, manifest, nets, overwrite=True)
 
     # -- loop -----------------------------------------------------------------------------
+    def progress_losses(self, avg: dict) -> dict:
+        return avg
+
+    def learning_rates(self) -> dict:
+        return {"g_lr": self.g_opt.param_groups[0]["lr"], "d_lr": self.d_opt.param_groups[0]["lr"]}
+
     def train(self) -> dict:
-        cfg = self.cfg
-        out = self.out
-        if self.dist.main:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "samples").mkdir(exist_ok=True)
-        self.dist.barrier()
-        ckpt = out / common.CKPT_NAME
-        if self.dist.main:
-            common.remove_stale_temps(out)
-        resumed = False
-        if self.resume:
-            resumed = self.try_resume()
-        elif ckpt.exists():
-            raise UserError(f"{out} already holds a training run ({ckpt.name}); pass --resume to "
-                            "continue it or choose a new --out directory")
-        log = common.Logger(out, cfg["iters"], self.dist.main, self.quiet)
-        if self.dist.main:
-            (out / "config.json").write_text(json.dumps(_primitive(cfg), indent=2) + "\n")
-            log.event({"event": "resume" if resumed else "start", "iter": self.it,
-                       "data": self.report, "world": self.dist.world, "device": self.device})
-        t_start = time.perf_counter()
-        t_window, n_window = time.perf_counter(), 0
-        stopped_early = False
-        last: dict = {}
-        while self.it < cfg["iters"]:
-            losses = self.step(self.it)
-            self.it += 1
-            n_window += cfg["batch"]
-            common.check_finite(losses, self.it)
-            last.update(losses)
-            if self.it % cfg["log_every"] == 0 or self.it == cfg["iters"]:
-                avg = self.dist.all_reduce_mean(dict(last))
-                now = time.perf_counter()
-                ips = n_window / max(now - t_window, 1e-9)
-                t_window, n_window = now, 0
-                log.progress(self.it, avg, ips)
-                log.event({"iter": self.it, "images_per_s": round(ips, 2),
-                           "g_lr": self.g_opt.param_groups[0]["lr"],
-                           "d_lr": self.d_opt.param_groups[0]["lr"], **avg})
-            if self.dist.main and cfg["sample_every"] and self.it % cfg["sample_every"] == 0:
-                self.sample(out / "samples" / f"{self.it:06d}.png")
-            over = (cfg.get("max_minutes") or 0) > 0 and \
-                (time.perf_counter() - t_start) / 60 > cfg["max_minutes"]
-            over = bool(self.dist.gather_objects(over)[0])
-            if self.it % cfg["ckpt_every"] == 0 or self.it == cfg["iters"] or over:
-                self.save()
-            if over and self.it < cfg["iters"]:
-                stopped_early = True
-                break
-            if cfg.get("stop_at") and self.it >= cfg["stop_at"]:
-                self.save()  # tests: behave like a run killed right after this checkpoint
-                return {"iterations": self.it, "stopped_at": self.it}
-        log.done()
-        summary = {"iterations": self.it, "seconds": round(time.perf_counter() - t_start, 1),
-                   "stopped_early": stopped_early, "resumed": resumed}
-        if self.dist.main:
-            self.sample(out / "samples" / "final.png")
-            bundle = self.write_bundle(out / "bundle", stopped_early=stopped_early)
-            summary["bundle"] = str(bundle.path)
-            log.event({"event": "end", **summary})
-        self.dist.barrier()
-        return summary
-
-
-def _primitive(value):
-    """JSON/torch.load(weights_only)-safe copy of a config."""
-    if isinstance(value, dict):
-        return {str(k): _primitive(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_primitive(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
+        return common.run_training(self)

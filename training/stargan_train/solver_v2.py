@@ -11,8 +11,6 @@ the FAN face masks feed the generator's high-pass skip path (FAN weights require
 from __future__ import annotations
 
 import copy
-import json
-import time
 from pathlib import Path
 
 import torch
@@ -26,7 +24,6 @@ from stargan_rt.models.v2 import DiscriminatorV2, GeneratorV2, MappingNetwork, S
 
 from . import common
 from .data import V2Batches, load_folders, split_holdout
-from .solver_v1 import _primitive
 
 PRESETS = {
     # Official StarGAN v2 (CelebA-HQ: lambda_ds 1, w_hpf 1 with FAN; AFHQ: lambda_ds 2, w_hpf 0).
@@ -167,7 +164,7 @@ class V2Trainer:
     def state(self) -> dict:
         ranks = self.dist.gather_objects({"batches": self.batches.state_dict(),
                                           "rng": common.rng_state()})
-        return {"format": "stargan-rt-train-v2", "iter": self.it, "config": _primitive(self.cfg),
+        return {"format": "stargan-rt-train-v2", "iter": self.it, "config": common.primitive(self.cfg),
                 "nets": {k: m.state_dict() for k, m in self._nets().items()},
                 "opt": {k: o.state_dict() for k, o in self.opt.items()},
                 "lr": {k: o.param_groups[0]["lr"] for k, o in self.opt.items()},
@@ -326,7 +323,7 @@ class V2Trainer:
                     "dim_in": cfg["dim_in"], "hidden_dim": cfg["hidden_dim"]},
             source={"trained_by": "stargan-rt train v2", "preset": cfg["preset"],
                     "iterations": self.it, "weights": "EMA (beta %g)" % cfg["ema_beta"],
-                    "stopped_early": stopped_early, "settings": _primitive(cfg)},
+                    "stopped_early": stopped_early, "settings": common.primitive(cfg)},
             name=name or f"stargan-v2-{cfg['preset']}-{cfg['image_size']}px")
         nets = {"generator": self.G_ema.state_dict(),
                 "mapping_network": self.F_ema.state_dict(),
@@ -338,64 +335,11 @@ class V2Trainer:
         return write_bundle(path, manifest, nets, overwrite=True)
 
     # -- loop -----------------------------------------------------------------------------
+    def progress_losses(self, avg: dict) -> dict:
+        return {k: v for k, v in avg.items() if "latent" in k}
+
+    def learning_rates(self) -> dict:
+        return {"lr": self.opt["G"].param_groups[0]["lr"]}
+
     def train(self) -> dict:
-        cfg, out = self.cfg, self.out
-        if self.dist.main:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "samples").mkdir(exist_ok=True)
-        self.dist.barrier()
-        ckpt = out / common.CKPT_NAME
-        if self.dist.main:
-            common.remove_stale_temps(out)
-        resumed = False
-        if self.resume:
-            resumed = self.try_resume()
-        elif ckpt.exists():
-            raise UserError(f"{out} already holds a training run ({ckpt.name}); pass --resume to "
-                            "continue it or choose a new --out directory")
-        log = common.Logger(out, cfg["iters"], self.dist.main, self.quiet)
-        if self.dist.main:
-            (out / "config.json").write_text(json.dumps(_primitive(cfg), indent=2) + "\n")
-            log.event({"event": "resume" if resumed else "start", "iter": self.it,
-                       "data": self.report, "world": self.dist.world, "device": self.device})
-        t_start = time.perf_counter()
-        t_window, n_window = time.perf_counter(), 0
-        stopped_early = False
-        last: dict = {}
-        while self.it < cfg["iters"]:
-            losses = self.step(self.it)
-            self.it += 1
-            n_window += cfg["batch"]
-            common.check_finite(losses, self.it)
-            last.update(losses)
-            if self.it % cfg["log_every"] == 0 or self.it == cfg["iters"]:
-                avg = self.dist.all_reduce_mean(dict(last))
-                now = time.perf_counter()
-                ips = n_window / max(now - t_window, 1e-9)
-                t_window, n_window = now, 0
-                log.progress(self.it, {k: v for k, v in avg.items() if "latent" in k}, ips)
-                log.event({"iter": self.it, "images_per_s": round(ips, 2),
-                           "lr": self.opt["G"].param_groups[0]["lr"], **avg})
-            if self.dist.main and cfg["sample_every"] and self.it % cfg["sample_every"] == 0:
-                self.sample(out / "samples" / f"{self.it:06d}.png")
-            over = (cfg.get("max_minutes") or 0) > 0 and \
-                (time.perf_counter() - t_start) / 60 > cfg["max_minutes"]
-            over = bool(self.dist.gather_objects(over)[0])
-            if self.it % cfg["ckpt_every"] == 0 or self.it == cfg["iters"] or over:
-                self.save()
-            if over and self.it < cfg["iters"]:
-                stopped_early = True
-                break
-            if cfg.get("stop_at") and self.it >= cfg["stop_at"]:
-                self.save()  # tests: behave like a run killed right after this checkpoint
-                return {"iterations": self.it, "stopped_at": self.it}
-        log.done()
-        summary = {"iterations": self.it, "seconds": round(time.perf_counter() - t_start, 1),
-                   "stopped_early": stopped_early, "resumed": resumed}
-        if self.dist.main:
-            self.sample(out / "samples" / "final.png")
-            bundle = self.write_bundle(out / "bundle", stopped_early=stopped_early)
-            summary["bundle"] = str(bundle.path)
-            log.event({"event": "end", **summary})
-        self.dist.barrier()
-        return summary
+        return common.run_training(self)
