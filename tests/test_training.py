@@ -143,6 +143,60 @@ def test_lr_decay_is_linear_and_official_is_noop():
     assert lr > 0.998e-4
 
 
+def test_schedules_follow_the_time_budget():
+    """With --max-minutes the schedules run on whichever budget is tighter, so a run stopped by
+    its time cap ends with its learning rate decayed; the clock survives resumes."""
+    cfg = {"iters": 1000, "max_minutes": 10.0}
+    assert common.schedule_iter(100, 0.0, cfg) == 100.0
+    assert common.schedule_iter(100, 5 * 60, cfg) == 500.0            # half the time: half-way
+    assert common.schedule_iter(700, 5 * 60, cfg) == 700.0            # iterations ahead
+    assert common.schedule_iter(100, 20 * 60, cfg) == 1000.0          # never past the end
+    assert common.schedule_iter(100, 20 * 60, {"iters": 1000, "max_minutes": 0}) == 100.0
+    lr = common.linear_decay_lr(2e-4, common.schedule_iter(300, 9.9 * 60, cfg), 1000, 500)
+    assert lr == pytest.approx(2e-4 * 0.02)
+    assert common.TrainClock(before=30.0).total() >= 30.0
+
+
+def test_auto_threads_use_idle_cores(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    try:
+        monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+        assert common.set_threads(-1) == 2
+        monkeypatch.setattr(os, "getloadavg", lambda: (3.2, 3.0, 3.0))   # a busy machine
+        assert common.set_threads(-1) == 1
+        assert common.set_threads(-1, own_load=2.0) == 1               # 1.2 cores busy elsewhere
+        monkeypatch.setattr(os, "getloadavg", lambda: (2.1, 2.0, 2.0))  # only this run
+        assert common.set_threads(-1, own_load=2.0) == 2
+        assert common.set_threads(-1, world=2) == 1                      # shared by 2 processes
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_translate_augmentation_shifts_and_passes_gradients():
+    from stargan_train.augment import translate
+
+    torch.manual_seed(0)
+    x = (torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).view(2, 3, 16, 16) + 1).requires_grad_()
+    y = translate(x, 0.125)
+    assert y.shape == x.shape
+    for b in range(2):
+        # every sample is its own image moved by whole pixels (<= 2 here), zeros coming in
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.equal(y[b], torch.roll(x[b], (dy, dx), (1, 2)) * _inside(dy, dx, 16))]
+        assert len(found) == 1, b
+    y.sum().backward()
+    assert set(x.grad.unique().tolist()) <= {0.0, 1.0} and x.grad.sum() > 0
+    assert translate(x, 0.0) is x
+
+
+def _inside(dy: int, dx: int, size: int) -> torch.Tensor:
+    """Mask of the pixels that a roll by (dy, dx) brings from inside the image."""
+    mask = torch.zeros(size, size)
+    mask[max(dy, 0):size + min(dy, 0), max(dx, 0):size + min(dx, 0)] = 1
+    return mask
+
+
 # ---------------------------------------------------------------------------------------------
 # bad inputs: exit status 2 with a message
 
@@ -213,6 +267,11 @@ def test_v1_resume_matches_uninterrupted_run(celeba, tmp_path, capsys):
 
     bundle = Bundle.open(part / "bundle")
     assert bundle.manifest.arch == "v1" and bundle.manifest.domain_names == ATTRS.split(",")
+    assert bundle.manifest.config["labels"] == "attributes"
+    assert bundle.manifest.source["weights"] == "EMA (beta 0.999)"   # the tiny preset's G
+    ckpt = torch.load(part / "checkpoint.pt", weights_only=True)
+    assert not torch.equal(ckpt["G_ema"]["main.0.weight"], ckpt["G"]["main.0.weight"])
+    assert ckpt["elapsed_s"] > 0
     g = load_network(bundle, "generator")
     d = load_network(bundle, "discriminator")
     with torch.no_grad():
@@ -225,6 +284,15 @@ def test_v1_resume_matches_uninterrupted_run(celeba, tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
     assert run_cli(*base, "--out", part, "--resume", "--lambda-cls-g", "5") == 2
     assert "other settings" in capsys.readouterr().err
+
+
+def test_v1_identity_loss_option(celeba, tmp_path):
+    out = tmp_path / "id"
+    assert run_cli("train", "v1", "--data", celeba, "--attrs", ATTRS, "--iters", "2",
+                   "--lambda-id", "2", "--out", out, *V1_SMALL) == 0
+    rows = loss_rows(out)
+    assert rows[2]["G/id"] > 0 and np.isfinite(rows[2]["G/id"])
+    assert json.loads((out / "config.json").read_text())["lambda_id"] == 2.0
 
 
 def test_checkpoint_disk_full_keeps_previous(tmp_path, monkeypatch):

@@ -27,13 +27,16 @@ def _common(p) -> None:
     p.add_argument("--sample-every", type=int, help="sample grid interval (0 = never)")
     p.add_argument("--log-every", type=int)
     p.add_argument("--max-minutes", type=float,
-                   help="stop (checkpoint + bundle) after this many minutes; 0 = no limit")
+                   help="stop (checkpoint + bundle) after this many minutes of training, "
+                   "summed over resumes; when this is the tighter limit the schedules (LR "
+                   "decay, v2's diversity weight) follow the time; 0 = no limit")
     p.add_argument("--bf16", dest="bf16", action="store_true", default=None,
                    help="bf16 autocast (default on for tiny)")
     p.add_argument("--no-bf16", dest="bf16", action="store_false")
     p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
     p.add_argument("--threads", type=int, help="CPU threads per process (0 = torch default; "
-                   "tiny presets use 1, much faster on a busy shared machine)")
+                   "-1 = auto, the cores the load average shows idle: the tiny presets' default, "
+                   "as extra threads are much slower on a busy machine)")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -54,9 +57,13 @@ def register(subparsers) -> None:
                     "(--data must be the CelebA layout)")
     for name in ("conv_dim", "repeat_num", "d_conv_dim", "d_repeat_num", "n_critic"):
         v1.add_argument("--" + name.replace("_", "-"), type=int, dest=name)
-    for name in ("lambda_cls", "lambda_cls_g", "lambda_rec", "lambda_gp", "g_lr", "d_lr",
-                 "p_single"):
+    for name in ("lambda_cls", "lambda_cls_g", "lambda_rec", "lambda_gp", "lambda_id", "g_lr",
+                 "d_lr", "p_single"):
         v1.add_argument("--" + name.replace("_", "-"), type=float, dest=name)
+    v1.add_argument("--augment", type=float, help="shift what D sees by up to this fraction of "
+                    "the image (DiffAugment translation); 0 = off (paper), tiny 0.125")
+    v1.add_argument("--ema-beta", type=float, dest="ema_beta", help="keep an EMA generator "
+                    "(the bundle's weights) with this beta; 0 = off (paper), tiny 0.999")
     v1.add_argument("--decay-iters", type=int, help="linear LR decay over the last N iterations")
     v1.set_defaults(func=run_v1)
 
@@ -99,7 +106,8 @@ def run_v1(args) -> int:
 
     names = _OPERATIONAL + ("conv_dim", "repeat_num", "d_conv_dim", "d_repeat_num", "n_critic",
                             "lambda_cls", "lambda_cls_g", "lambda_rec", "lambda_gp", "g_lr",
-                            "d_lr", "p_single", "decay_iters")
+                            "d_lr", "p_single", "decay_iters", "augment", "ema_beta",
+                            "lambda_id")
     over = _overrides(args, names)
     if args.attrs is not None:
         attrs = [a.strip() for a in args.attrs.split(",") if a.strip()]

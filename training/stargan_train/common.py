@@ -219,6 +219,29 @@ def linear_decay_lr(base: float, it: int, total: int, decay_iters: int) -> float
     return base * max(0.0, (total - it) / decay_iters)
 
 
+class TrainClock:
+    """Training time summed over resumed sessions (kept in the checkpoint), so --max-minutes
+    caps the whole run and the schedules see the same time after a SIGKILL and --resume."""
+
+    def __init__(self, before: float = 0.0):
+        self.before = float(before)
+        self.start = time.perf_counter()
+
+    def total(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+
+def schedule_iter(it: int, elapsed_s: float, cfg: dict) -> float:
+    """Where the run stands in its schedules (learning-rate decay, v2's diversity weight), in
+    iterations: ``it``, or further along when a --max-minutes budget is the tighter limit, so
+    that a run cut off by its time cap still ends with the decayed learning rate rather than
+    stopping in the middle of its constant phase."""
+    minutes = cfg.get("max_minutes") or 0
+    if minutes <= 0:
+        return float(it)
+    return max(float(it), min(1.0, elapsed_s / (60 * minutes)) * cfg["iters"])
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -294,12 +317,23 @@ def check_finite(losses: dict, it: int) -> None:
                            "learning rate or turn off --bf16")
 
 
-def set_threads(n: int) -> None:
-    """Intra-op CPU threads; 0 keeps torch's default. The tiny presets use 1: on a shared 2-core
-    machine (load ~8 here) two OpenMP threads made a v2 step 15x slower (83 s vs 5.4 s) because
-    each of the many small ops waits at a barrier for a descheduled thread."""
-    if n and n > 0:
+def set_threads(n: int, world: int = 1, own_load: float = 0.0) -> int:
+    """Intra-op CPU threads; returns the number set. 0 keeps torch's default; -1 ("auto", the
+    tiny presets) takes the cores that the 1-minute load average shows idle, not counting
+    ``own_load`` (this run's own threads, when re-checking during training), shared between the
+    run's processes, at least 1. Why: on a busy 2-core machine two OpenMP threads made a v2 step
+    15x slower (83 s vs 5.4 s) and a v1 run 20x slower, each of the many small ops waiting at a
+    barrier for a descheduled thread, while on a quiet one 2 threads are 1.6x faster than 1."""
+    if n == -1:
+        cores = os.cpu_count() or 1
+        try:
+            busy = max(0, round(os.getloadavg()[0] - own_load))
+        except OSError:
+            busy = 0
+        n = max(1, (cores - busy) // max(1, world))
+    if n and n > 0 and n != torch.get_num_threads():
         torch.set_num_threads(int(n))
+    return torch.get_num_threads()
 
 
 def pick_device(requested: str | None) -> str:
@@ -324,11 +358,15 @@ def primitive(value):
     return str(value)
 
 
+THREADS_CHECK_EVERY = 50  # iterations between re-checks of --threads -1 (auto)
+
+
 def run_training(trainer) -> dict:
     """The training loop both solvers share: resume or refuse an existing run, step, log,
     sample, checkpoint every ``ckpt_every`` (and when the time cap is hit), write the bundle.
 
-    ``trainer`` provides cfg, out, dist, resume, it, report, device, quiet, try_resume(), step(it),
+    ``trainer`` provides cfg, out, dist, resume, it, resumed_elapsed (training seconds before a
+    resume), report, device, quiet, try_resume(), step(it) (reading self.sched_it, set here),
     sample(path), save(), write_bundle(path, stopped_early=...), progress_losses(avg) (what the
     progress bar shows) and learning_rates() (logged each interval)."""
     cfg, out = trainer.cfg, trainer.out
@@ -345,16 +383,22 @@ def run_training(trainer) -> dict:
     elif ckpt.exists():
         raise UserError(f"{out} already holds a training run ({ckpt.name}); pass --resume to "
                         "continue it or choose a new --out directory")
+    trainer.clock = TrainClock(trainer.resumed_elapsed)
     log = Logger(out, cfg["iters"], trainer.dist.main, trainer.quiet)
     if trainer.dist.main:
         (out / "config.json").write_text(json.dumps(primitive(cfg), indent=2) + "\n")
         log.event({"event": "resume" if resumed else "start", "iter": trainer.it,
-                   "data": trainer.report, "world": trainer.dist.world, "device": trainer.device})
+                   "data": trainer.report, "world": trainer.dist.world, "device": trainer.device,
+                   "threads": torch.get_num_threads()})
     t_start = time.perf_counter()
     t_window, n_window = time.perf_counter(), 0
+    minutes = cfg.get("max_minutes") or 0
     stopped_early = False
     last: dict = {}
     while trainer.it < cfg["iters"]:
+        # Rank 0's clock drives every rank, so their schedules and stopping point agree.
+        elapsed = trainer.dist.gather_objects(trainer.clock.total())[0]
+        trainer.sched_it = schedule_iter(trainer.it, elapsed, cfg)
         losses = trainer.step(trainer.it)
         trainer.it += 1
         n_window += cfg["batch"]
@@ -368,11 +412,13 @@ def run_training(trainer) -> dict:
             log.progress(trainer.it, trainer.progress_losses(avg), ips)
             log.event({"iter": trainer.it, "images_per_s": round(ips, 2),
                        **trainer.learning_rates(), **avg})
+        if cfg.get("threads") == -1 and trainer.it % THREADS_CHECK_EVERY == 0:
+            # the machine's load changes during a run: re-pick the thread count
+            set_threads(-1, trainer.dist.world, own_load=trainer.dist.world *
+                        torch.get_num_threads())
         if trainer.dist.main and cfg["sample_every"] and trainer.it % cfg["sample_every"] == 0:
             trainer.sample(out / "samples" / f"{trainer.it:06d}.png")
-        over = (cfg.get("max_minutes") or 0) > 0 and \
-            (time.perf_counter() - t_start) / 60 > cfg["max_minutes"]
-        over = bool(trainer.dist.gather_objects(over)[0])
+        over = minutes > 0 and elapsed > 60 * minutes  # time before this step: <= 1 step late
         if trainer.it % cfg["ckpt_every"] == 0 or trainer.it == cfg["iters"] or over:
             trainer.save()
         if over and trainer.it < cfg["iters"]:

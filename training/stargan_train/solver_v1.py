@@ -4,6 +4,7 @@ Losses (FACTS-stargan.md):
   D: -mean D_src(x) + mean D_src(G(x, c_trg)) + lambda_cls * cls(D_cls(x), c_org) + lambda_gp * GP
   G (every n_critic D steps): -mean D_src(G(x, c_trg)) + lambda_rec * L1(x, G(G(x, c_trg), c_org))
                               + lambda_cls_g * cls(D_cls(G(x, c_trg)), c_trg)
+                              [+ lambda_id * L1(x, G(x, c_org)): not in the paper; optional]
   cls: CelebA attributes BCE-with-logits summed over attributes, mean over the batch; RaFD classes
   cross-entropy; joint CelebA+RaFD ("both"): label = [celeba, rafd one-hot, mask(2)], D's
   classification uses only the valid slice, batches alternate data sets.
@@ -11,10 +12,14 @@ Adam (beta1, beta2), learning rate linear to 0 over the last ``decay_iters`` ite
 official code's decay is a no-op, see common.linear_decay_lr).
 
 The ``paper`` preset is the official configuration (lambda_cls_g = lambda_cls = 1, p_single 0:
-targets are the batch's shuffled labels). The ``tiny`` preset is tuned for small CPU runs at 64 px.
+targets are the batch's shuffled labels, no augmentation, no EMA). The ``tiny`` preset is tuned
+for small CPU runs at 64 px; its additions are optional settings of the same loop: single
+test-style target edits (p_single), DiffAugment translation of everything D sees (augment, see
+augment.py) and an EMA copy of G that the bundle holds (ema_beta).
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -25,6 +30,7 @@ from stargan_rt.errors import UserError
 from stargan_rt.models.v1 import DiscriminatorV1, GeneratorV1
 
 from . import common
+from .augment import translate
 from .data import (V1Batches, detect_layout, load_celeba, load_folders, mixed_targets,
                    split_holdout, test_targets)
 
@@ -35,24 +41,30 @@ PRESETS = {
     "paper": dict(image_size=128, conv_dim=64, repeat_num=6, d_conv_dim=64, d_repeat_num=6,
                   lambda_cls=1.0, lambda_cls_g=1.0, lambda_rec=10.0, lambda_gp=10.0, n_critic=5,
                   g_lr=1e-4, d_lr=1e-4, beta1=0.5, beta2=0.999, batch=16, iters=200000,
-                  decay_iters=100000, p_single=0.0, bf16=False, channels_last=False,
-                  ckpt_every=10000, sample_every=1000, log_every=10, max_minutes=0.0, threads=0),
+                  decay_iters=100000, p_single=0.0, augment=0.0, ema_beta=0.0, lambda_id=0.0,
+                  bf16=False,
+                  channels_last=False, ckpt_every=10000, sample_every=1000, log_every=10,
+                  max_minutes=0.0, threads=0),
     # Small CPU run at 64 px: a narrow G (conv_dim 16, 3 residual blocks), a 5-layer D, batch 8,
     # a G step after every D step, stronger classification weights (D 2, G 4) and 3/4 of the
-    # targets single test-style edits (see data.mixed_targets), bf16 autocast (2.3x faster than fp32
-    # here). Stops at max_minutes (checkpoint + bundle) whatever the iteration.
+    # targets single test-style edits (see data.mixed_targets), D's inputs shifted by up to 1/8
+    # (augment), an EMA generator, bf16 autocast (2.3x faster than fp32 here), CPU threads from
+    # the machine's idle cores. iters fits 17 minutes on a quiet 2-core machine; a slower one
+    # stops at max_minutes (checkpoint + bundle) with the learning rate decayed on time.
     "tiny": dict(image_size=64, conv_dim=16, repeat_num=3, d_conv_dim=32, d_repeat_num=5,
                  lambda_cls=2.0, lambda_cls_g=4.0, lambda_rec=10.0, lambda_gp=10.0, n_critic=1,
-                 g_lr=2e-4, d_lr=2e-4, beta1=0.5, beta2=0.999, batch=8, iters=3200,
-                 decay_iters=1600, p_single=0.75, bf16=True, channels_last=False,
-                 ckpt_every=100, sample_every=100, log_every=10, max_minutes=17.0, threads=1),
+                 g_lr=2e-4, d_lr=2e-4, beta1=0.5, beta2=0.999, batch=8, iters=5000,
+                 decay_iters=2500, p_single=0.75, augment=0.125, ema_beta=0.999, lambda_id=0.0,
+                 bf16=True,
+                 channels_last=False, ckpt_every=100, sample_every=100, log_every=10,
+                 max_minutes=17.0, threads=-1),
 }
 
 # Settings a resumed run must share with the checkpoint.
 RUN_KEYS = ("dataset", "attrs", "image_size", "conv_dim", "repeat_num", "d_conv_dim",
             "d_repeat_num", "lambda_cls", "lambda_cls_g", "lambda_rec", "lambda_gp", "n_critic",
-            "g_lr", "d_lr", "beta1", "beta2", "batch", "iters", "decay_iters", "p_single", "bf16",
-            "seed", "world")
+            "g_lr", "d_lr", "beta1", "beta2", "batch", "iters", "decay_iters", "p_single",
+            "augment", "ema_beta", "lambda_id", "bf16", "seed", "world")
 
 
 def make_config(preset: str, **overrides) -> dict:
@@ -71,14 +83,16 @@ class V1Trainer:
         self.cfg = cfg
         self.out = Path(out_dir)
         self.device = common.pick_device(device)
-        common.set_threads(cfg.get("threads", 0))
         self.dist = common.Dist(self.device)
+        common.set_threads(cfg.get("threads", 0), self.dist.world)
         cfg["world"] = self.dist.world
         self.quiet = quiet
         self._validate()
         self._load_data(data_dir, rafd_dir, data)
         self._build()
         self.it = 0
+        self.sched_it = 0.0
+        self.resumed_elapsed = 0.0
         self.resume = resume
 
     # -- set-up ---------------------------------------------------------------------------
@@ -158,6 +172,8 @@ class V1Trainer:
             self.D.to(memory_format=torch.channels_last)
         self.dist.broadcast_module(self.G)
         self.dist.broadcast_module(self.D)
+        # The EMA copy is what the bundle holds (ema_beta > 0); it only ever averages G.
+        self.G_ema = copy.deepcopy(self.G).eval() if cfg.get("ema_beta") else None
         betas = (cfg["beta1"], cfg["beta2"])
         self.g_opt = torch.optim.Adam(self.G.parameters(), cfg["g_lr"], betas)
         self.d_opt = torch.optim.Adam(self.D.parameters(), cfg["d_lr"], betas)
@@ -172,6 +188,8 @@ class V1Trainer:
             "rng": common.rng_state()})
         return {"format": "stargan-rt-train-v1", "iter": self.it, "config": common.primitive(self.cfg),
                 "G": self.G.state_dict(), "D": self.D.state_dict(),
+                "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
+                "elapsed_s": self.clock.total(),
                 "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict(),
                 "lr": {"g": self.g_opt.param_groups[0]["lr"],
                        "d": self.d_opt.param_groups[0]["lr"]},
@@ -194,6 +212,9 @@ class V1Trainer:
         common.check_same_settings(state["config"], self.cfg, RUN_KEYS, path)
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(state["G_ema"])
+        self.resumed_elapsed = float(state["elapsed_s"])
         self.g_opt.load_state_dict(state["g_opt"])
         self.d_opt.load_state_dict(state["d_opt"])
         common.set_lr(self.g_opt, state["lr"]["g"])
@@ -256,23 +277,25 @@ class V1Trainer:
         cfg = self.cfg
         bf16 = cfg["bf16"]
         for opt, base in ((self.g_opt, cfg["g_lr"]), (self.d_opt, cfg["d_lr"])):
-            common.set_lr(opt, common.linear_decay_lr(base, it, cfg["iters"], cfg["decay_iters"]))
+            common.set_lr(opt, common.linear_decay_lr(base, self.sched_it, cfg["iters"],
+                                                      cfg["decay_iters"]))
         x, c_org, c_trg, label_org, label_trg, which = self._next(it)
         cls_kind = "celeba" if which == "celeba" else "rafd"
+        shift = cfg.get("augment", 0.0)
 
         # Discriminator.
         with common.autocast(bf16, self.device):
-            out_src, out_cls = self.D(x)
+            out_src, out_cls = self.D(translate(x, shift))
             d_real = -out_src.float().mean()
             d_cls = self._cls_loss(self._d_cls_slice(out_cls, which), label_org, cls_kind)
             with torch.no_grad():
                 x_fake = self.G(x, c_trg)
-            out_fake, _ = self.D(x_fake)
+            out_fake, _ = self.D(translate(x_fake, shift))
             d_fake = out_fake.float().mean()
         alpha = torch.rand(x.shape[0], 1, 1, 1, device=x.device)
         x_hat = (alpha * x + (1 - alpha) * x_fake.float()).requires_grad_(True)
         with common.autocast(bf16, self.device):
-            out_hat, _ = self.D(x_hat)
+            out_hat, _ = self.D(translate(x_hat, shift))
         grad = torch.autograd.grad(out_hat.float().sum(), x_hat, create_graph=True)[0]
         d_gp = ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
         d_loss = d_real + d_fake + cfg["lambda_cls"] * d_cls + cfg["lambda_gp"] * d_gp
@@ -287,24 +310,38 @@ class V1Trainer:
         if (it + 1) % cfg["n_critic"] == 0:
             self.D.requires_grad_(False)
             try:
+                lambda_id = cfg.get("lambda_id", 0.0)
                 with common.autocast(bf16, self.device):
-                    x_fake = self.G(x, c_trg)
-                    out_src, out_cls = self.D(x_fake)
+                    if lambda_id > 0:  # one batched pass for the target and the identity
+                        x_fake, x_id = self.G(torch.cat([x, x]), torch.cat([c_trg, c_org])).chunk(2)
+                        g_id = (x.float() - x_id.float()).abs().mean()
+                    else:
+                        x_fake, g_id = self.G(x, c_trg), torch.zeros(())
+                    out_src, out_cls = self.D(translate(x_fake, shift))
                     g_fake = -out_src.float().mean()
                     g_cls = self._cls_loss(self._d_cls_slice(out_cls, which), label_trg, cls_kind)
                     x_rec = self.G(x_fake, c_org)
                     g_rec = (x.float() - x_rec.float()).abs().mean()
-                g_loss = g_fake + cfg["lambda_rec"] * g_rec + cfg["lambda_cls_g"] * g_cls
+                g_loss = (g_fake + cfg["lambda_rec"] * g_rec + cfg["lambda_cls_g"] * g_cls
+                          + lambda_id * g_id)
                 self.g_opt.zero_grad(set_to_none=True)
                 g_loss.backward()
                 self.dist.average_gradients([self.G])
                 self.g_opt.step()
+                if self.G_ema is not None:
+                    common.ema_update(self.G_ema, self.G, cfg["ema_beta"])
             finally:
                 self.D.requires_grad_(True)
             losses.update({"G/fake": g_fake.item(), "G/rec": g_rec.item(), "G/cls": g_cls.item()})
+            if lambda_id > 0:
+                losses["G/id"] = g_id.item()
         return losses
 
     # -- samples, bundle --------------------------------------------------------------------
+    def generator_for_output(self):
+        """The EMA generator when the run keeps one, else the trained one."""
+        return self.G_ema if self.G_ema is not None else self.G
+
     @torch.no_grad()
     def sample(self, path: Path, n: int = 8) -> None:
         x = torch.from_numpy(self.hold.images[:n]).permute(0, 3, 1, 2).contiguous().float() / 127.5 - 1
@@ -323,9 +360,11 @@ class V1Trainer:
                 targets += [torch.cat([torch.zeros(b, self.n_main),
                                        F.one_hot(torch.full((b,), i), self.n_rafd).float(),
                                        rmask], 1) for i in range(self.n_rafd)]
-        self.G.eval()
-        cols = [x] + [self.G(x, t.to(self.device)) for t in targets]
-        self.G.train()
+        G = self.generator_for_output()
+        mode = G.training
+        G.eval()
+        cols = [x] + [G(x, t.to(self.device)) for t in targets]
+        G.train(mode)
         common.save_grid(path, cols)
 
     def write_bundle(self, path: Path, include_discriminator: bool = True, name: str = "",
@@ -339,12 +378,16 @@ class V1Trainer:
             domains=[Domain(n, default_aliases(n)) for n in domain_names],
             config={"conv_dim": cfg["conv_dim"], "c_dim": self.c_dim,
                     "repeat_num": cfg["repeat_num"], "d_conv_dim": cfg["d_conv_dim"],
-                    "d_repeat_num": cfg["d_repeat_num"]},
+                    "d_repeat_num": cfg["d_repeat_num"],
+                    "labels": {"celeba": "attributes", "rafd": "classes"}.get(cfg["dataset"],
+                                                                             "joint")},
             source={"trained_by": "stargan-rt train v1", "preset": cfg["preset"],
                     "iterations": self.it, "dataset": cfg["dataset"],
-                    "stopped_early": stopped_early, "settings": common.primitive(cfg)},
+                    "stopped_early": stopped_early, "settings": common.primitive(cfg),
+                    "weights": (f"EMA (beta {cfg['ema_beta']:g})" if self.G_ema is not None
+                                else "final")},
             name=name or f"stargan-v1-{cfg['preset']}-{cfg['image_size']}px")
-        nets = {"generator": self.G.state_dict()}
+        nets = {"generator": self.generator_for_output().state_dict()}
         # The joint model's D has fewer class outputs than G's label input; the manifest holds
         # one c_dim, so only the generator goes into that bundle.
         if include_discriminator and cfg["dataset"] != "both":

@@ -39,9 +39,9 @@ PRESETS = {
     "tiny": dict(image_size=64, dim_in=16, max_conv_dim=64, style_dim=16, latent_dim=8,
                  hidden_dim=64, w_hpf=0.0, lambda_reg=1.0, lambda_sty=1.0, lambda_ds=1.0,
                  ds_iters=500, lambda_cyc=1.0, lr=2e-4, f_lr=2e-5, beta1=0.0, beta2=0.99,
-                 weight_decay=1e-4, ema_beta=0.99, batch=8, iters=500, bf16=True,
+                 weight_decay=1e-4, ema_beta=0.99, batch=8, iters=1500, bf16=True,
                  channels_last=False, ckpt_every=50, sample_every=50, log_every=10,
-                 max_minutes=12.0, threads=1),
+                 max_minutes=17.0, threads=-1),
 }
 
 RUN_KEYS = ("domains", "image_size", "dim_in", "max_conv_dim", "style_dim", "latent_dim",
@@ -96,8 +96,8 @@ class V2Trainer:
         self.cfg = cfg
         self.out = Path(out_dir)
         self.device = common.pick_device(device)
-        common.set_threads(cfg.get("threads", 0))
         self.dist = common.Dist(self.device)
+        common.set_threads(cfg.get("threads", 0), self.dist.world)
         cfg["world"] = self.dist.world
         self.quiet, self.resume = quiet, resume
         self._validate(fan)
@@ -117,6 +117,8 @@ class V2Trainer:
         self.fan = load_fan(fan).to(self.device) if cfg["w_hpf"] > 0 else None
         self._build()
         self.it = 0
+        self.sched_it = 0.0
+        self.resumed_elapsed = 0.0
 
     def _validate(self, fan) -> None:
         cfg = self.cfg
@@ -168,7 +170,7 @@ class V2Trainer:
                 "nets": {k: m.state_dict() for k, m in self._nets().items()},
                 "opt": {k: o.state_dict() for k, o in self.opt.items()},
                 "lr": {k: o.param_groups[0]["lr"] for k, o in self.opt.items()},
-                "ranks": ranks}
+                "elapsed_s": self.clock.total(), "ranks": ranks}
 
     def _nets(self) -> dict:
         return {"G": self.G, "F": self.F, "E": self.E, "D": self.D, "G_ema": self.G_ema,
@@ -198,6 +200,7 @@ class V2Trainer:
         self.batches.load_state_dict(mine["batches"])
         common.set_rng_state(mine["rng"])
         self.it = int(state["iter"])
+        self.resumed_elapsed = float(state["elapsed_s"])
         return True
 
     # -- losses ---------------------------------------------------------------------------
@@ -277,7 +280,7 @@ class V2Trainer:
     def step(self, it: int) -> dict:
         cfg = self.cfg
         b = {k: v.to(self.device) for k, v in self.batches.next().items()}
-        lambda_ds = cfg["lambda_ds"] * max(0.0, 1.0 - it / cfg["ds_iters"]) \
+        lambda_ds = cfg["lambda_ds"] * max(0.0, 1.0 - self.sched_it / cfg["ds_iters"]) \
             if cfg["ds_iters"] > 0 else cfg["lambda_ds"]
         losses = {}
         for k, v in self._d_step(b, z_trg=b["z_trg"]).items():
