@@ -30,6 +30,41 @@ OPTIONAL_NETWORKS = {"v1": ("discriminator",), "v2": ("discriminator", "fan")}
 HAIR_COLOURS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
 
 
+# v1 label vectors, manifest.config["labels"]: "attributes" (CelebA: independent binary
+# attributes; the default), "classes" (RaFD-style exclusive classes) or "joint" (CelebA + RaFD
+# with the mask vector: only full --labels vectors make sense).
+
+
+def v1_target_labels(manifest: "Manifest", index: int, source_labels, zeros):
+    """The one v1 target rule, used by the reference and the runtime translators alike.
+
+    classes: the target class on, the others off (exact; nothing to estimate).
+    attributes: the source's own attributes (``source_labels()``: the discriminator's classifier,
+    which raises a clear error when the bundle has none) with ``index`` turned on.
+    ``zeros()`` makes an (N, c_dim) zero array of the caller's kind (numpy or torch)."""
+    if manifest.config.get("labels", "attributes") == "classes":
+        labels = zeros()
+        labels[:, index] = 1
+        return labels
+    return turn_attribute_on(source_labels(), manifest.domain_names, index)
+
+
+def check_domain_target(bundle: "Bundle") -> None:
+    """Refuse a --domain target that v1_target_labels cannot honour: an attribute model without
+    the discriminator that estimates each face's own attributes."""
+    manifest = bundle.manifest
+    kind = manifest.config.get("labels", "attributes")
+    if manifest.arch == "v1" and kind == "joint":
+        raise UserError(f"{bundle.path} is a joint CelebA+RaFD model: give its full label vector, "
+                        "mask included, with --labels A=1,B=0,...")
+    if manifest.arch == "v1" and kind == "attributes" and not bundle.has("discriminator"):
+        raise UserError(
+            f"{bundle.path} has no discriminator to estimate each face's own attributes, which "
+            "a --domain target keeps; give the full target vector with --labels A=1,B=0,..., "
+            "or re-import with the -D.ckpt (or with --classes when its domains are exclusive "
+            "classes, RaFD-style)")
+
+
 def turn_attribute_on(labels, domain_names: list[str], index: int):
     """v1 target rule, in place on (N, c_dim) labels (numpy or torch): attribute ``index`` on,
     the other hair colours off when it is one (they are exclusive), every other attribute kept."""

@@ -34,6 +34,7 @@ class ImportOptions:
     w_hpf: float | None = None
     fan: Path | None = None
     discriminator: Path | None = None
+    classes: bool = False  # v1: the domains are exclusive classes (RaFD-style)
     name: str = ""
     notes: list[str] = field(default_factory=list)  # what was inferred or assumed, for the user
 
@@ -156,7 +157,8 @@ def import_v1(g_path: Path, obj: Mapping, options: ImportOptions):
     c_dim, conv_dim = first.shape[1] - 3, first.shape[0]
     repeat_num = len(_count_indices(g_state, r"main\.(\d+)\.main\.0\.weight"))
     config = {"conv_dim": conv_dim, "c_dim": c_dim, "repeat_num": repeat_num,
-              "d_conv_dim": 64, "d_repeat_num": 6}
+              "d_conv_dim": 64, "d_repeat_num": 6,
+              "labels": "classes" if options.classes else "attributes"}
     states = {"generator": g_state}
     sources = [g_path]
 

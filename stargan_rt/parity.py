@@ -206,8 +206,8 @@ class Reference:
             self.masks = None
             if manifest.config.get("w_hpf", 0) > 0:
                 with torch.no_grad():
-                    face, inner = self._load("fan").face_masks(torch.from_numpy(self.unit))
-                self.masks = (face.numpy(), inner.numpy())
+                    found = self._load("fan").masks_and_landmarks(torch.from_numpy(self.unit))
+                self.masks = tuple(t.numpy() for t in found)  # face, inner, landmarks
 
     def image(self, io: str) -> np.ndarray:
         return self.frames if io == "uint8" else self.unit
@@ -255,8 +255,10 @@ class Reference:
                 return {"image": self.image(io), "domain": self.domain}, out, {"style": "vector"}
             if network == "fan":
                 return ({"image": self.image(io)},
-                        {"mask_face": self.masks[0], "mask_inner": self.masks[1]},
-                        {"mask_face": "nchw-float", "mask_inner": "nchw-float"})
+                        {"mask_face": self.masks[0], "mask_inner": self.masks[1],
+                         "landmarks": self.masks[2]},
+                        {"mask_face": "nchw-float", "mask_inner": "nchw-float",
+                         "landmarks": "vector"})
         raise UserError(f"parity does not know the {network} network")
 
 

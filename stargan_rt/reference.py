@@ -11,7 +11,7 @@ import os
 import numpy as np
 import torch
 
-from stargan_rt.bundle import Bundle, turn_attribute_on
+from stargan_rt.bundle import Bundle, check_domain_target, v1_target_labels
 from stargan_rt.errors import UserError
 from stargan_rt.latents import latent_for_seed
 from stargan_rt.imaging import bgr_to_unit_nchw, fit_to_model, unit_nchw_to_bgr
@@ -51,6 +51,7 @@ class TorchTranslator:
     # -- choosing the target -------------------------------------------------------------------
     def set_domain(self, name: str) -> None:
         self._domain = self.bundle.domain_index(name)
+        check_domain_target(self.bundle)
         self._labels = None
         self._style = None
 
@@ -89,7 +90,8 @@ class TorchTranslator:
             return self._labels.expand(x.shape[0], -1).to(self.device)
         if self._domain is None:
             raise UserError("no target: give --domain NAME or --labels A=1,B=0,...")
-        return turn_attribute_on(self.source_labels(x), self.domains, self._domain)
+        return v1_target_labels(self.bundle.manifest, self._domain, lambda: self.source_labels(x),
+                                lambda: x.new_zeros((x.shape[0], len(self.domains))))
 
     @torch.no_grad()
     def style(self) -> torch.Tensor:

@@ -26,7 +26,7 @@ import numpy as np
 from stargan_rt.backends import PRECISIONS, TARGETS, BuildInfo, Engine, get_engine
 from stargan_rt.backends.base import INSTALL_HINTS
 from stargan_rt.backends.cache import EngineCache
-from stargan_rt.bundle import Bundle, turn_attribute_on
+from stargan_rt.bundle import Bundle, check_domain_target, v1_target_labels
 from stargan_rt.errors import UserError
 from stargan_rt.latents import latent_for_seed  # noqa: F401 (re-exported for parity)
 
@@ -248,6 +248,7 @@ class Translator:
     # -- choosing the target -------------------------------------------------------------------
     def set_domain(self, name: str) -> None:
         self._domain = self.bundle.domain_index(name)
+        check_domain_target(self.bundle)
         self._labels = None
         self._style = None
 
@@ -286,7 +287,9 @@ class Translator:
             return np.repeat(self._labels, len(crops), axis=0)
         if self._domain is None:
             raise UserError("no target: give --domain NAME or --labels A=1,B=0,...")
-        return turn_attribute_on(self.source_labels(crops), self.domains, self._domain)
+        return v1_target_labels(self.bundle.manifest, self._domain,
+                                lambda: self.source_labels(crops),
+                                lambda: np.zeros((len(crops), len(self.domains)), np.float32))
 
     def style(self) -> np.ndarray:
         if self._style is None:
@@ -314,7 +317,8 @@ class Translator:
 
     # -- translation -------------------------------------------------------------------------------
     def feeds(self, crops: np.ndarray) -> dict[str, np.ndarray]:
-        """The generator's inputs for these crops (labels / style / masks)."""
+        """The generator's inputs for these crops (labels / style / masks; with a FAN also
+        its ``landmarks``, which the generator engine ignores)."""
         if self.arch == "v1":
             return {"image": crops, "labels": self._v1_labels(crops)}
         feeds = {"image": crops, "style": np.repeat(self.style(), len(crops), axis=0)}
@@ -322,16 +326,29 @@ class Translator:
             feeds.update(self.engines["fan"].run({"image": crops}))
         return feeds
 
+    @property
+    def locates_landmarks(self) -> bool:
+        """Whether translate_and_locate returns landmarks (v2 models with a FAN)."""
+        return "fan" in self.engines
+
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         """uint8 (N, S, S, 3) BGR crops -> uint8 (N, S, S, 3) BGR translations."""
+        return self.translate_and_locate(crops)[0]
+
+    def translate_and_locate(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Translations plus, for models with a FAN, the (N, 98, 3) landmarks (x, y in crop
+        pixels, peak) that the FAN found on the way: the live runtime aligns the next crops of
+        each face with them at no extra cost. None for other models."""
         crops = np.asarray(crops)
         if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (
                 self.image_size, self.image_size, 3):
             raise UserError(f"expected uint8 crops of shape (N, {self.image_size}, "
                             f"{self.image_size}, 3), got {crops.dtype} {crops.shape}")
         if len(crops) == 0:
-            return crops.copy()
-        return self.engines["generator"].run(self.feeds(np.ascontiguousarray(crops)))["translated"]
+            return crops.copy(), None
+        feeds = self.feeds(np.ascontiguousarray(crops))
+        translated = self.engines["generator"].run(feeds)["translated"]
+        return translated, feeds.get("landmarks")
 
     def describe(self) -> str:
         return self.engines["generator"].describe()

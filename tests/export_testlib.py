@@ -82,7 +82,7 @@ def torch_outputs(bundle_path: Path, network: str, feeds: dict, io: str) -> list
     if network == "style_encoder":
         return [net(image(feeds["image"]), t["domain"]).numpy()]
     if network == "fan":
-        return [m.numpy() for m in net.face_masks(image(feeds["image"]))]
+        return [m.numpy() for m in net.masks_and_landmarks(image(feeds["image"]))]
     raise ValueError(network)
 
 

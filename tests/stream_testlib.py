@@ -108,7 +108,7 @@ def run_cli(*args, timeout: float = 120, env=None) -> subprocess.CompletedProces
                           env=full_env)
 
 
-def tiny_v1_bundle(path: Path, discriminator: bool = True) -> Path:
+def tiny_v1_bundle(path: Path, discriminator: bool = True, labels: str = "attributes") -> Path:
     """A random-weight v1 bundle at 64 px (engine path checks, not image quality)."""
     torch = pytest.importorskip("torch")
     from stargan_rt.bundle import Domain, Manifest, write_bundle
@@ -118,7 +118,7 @@ def tiny_v1_bundle(path: Path, discriminator: bool = True) -> Path:
     manifest = Manifest(arch="v1", image_size=64,
                         domains=[Domain("Black_Hair"), Domain("Blond_Hair"), Domain("Smiling")],
                         config={"conv_dim": 8, "c_dim": 3, "repeat_num": 2, "d_conv_dim": 8,
-                                "d_repeat_num": 3}, name="tiny-v1")
+                                "d_repeat_num": 3, "labels": labels}, name="tiny-v1")
     nets = {"generator": GeneratorV1(8, 3, 2).state_dict()}
     if discriminator:
         nets["discriminator"] = DiscriminatorV1(64, 8, 3, 3).state_dict()

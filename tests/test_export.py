@@ -71,12 +71,16 @@ def test_hpf_generator_and_fan_match_pytorch(bundles, exported, io):
     graphs = exported["v2h", io]
     assert sorted(graphs) == ["fan", "generator", "mapping_network", "style_encoder"]
     fan_feeds = _feeds(graphs["fan"], 2, 3)
-    masks = run_ort(graphs["fan"], fan_feeds)
-    want = torch_outputs(bundles["v2h"], "fan", fan_feeds, io)
+    *masks, landmarks = run_ort(graphs["fan"], fan_feeds)
+    *want, want_landmarks = torch_outputs(bundles["v2h"], "fan", fan_feeds, io)
     for g, w in zip(masks, want):
         assert g.shape == (2, 1, 256, 256) and g.dtype == np.float32
         assert _max_err(g, w) <= 1e-3
     assert masks[0].max() > 0.1, "the masks should not be empty for this test to mean something"
+    size = Bundle.open(bundles["v2h"]).manifest.image_size
+    assert landmarks.shape == (2, 98, 3) and landmarks.dtype == np.float32
+    assert _max_err(landmarks, want_landmarks) <= 1e-3 * size
+    assert (landmarks[..., :2] >= -0.5).all() and (landmarks[..., :2] <= size - 0.5).all()
     feeds = _feeds(graphs["generator"], 2, 3)
     feeds["mask_face"], feeds["mask_inner"] = masks
     got = run_ort(graphs["generator"], feeds)[0]

@@ -1,4 +1,5 @@
 """Model definitions: official parameter counts, official state-dict keys, v1 inference norm."""
+import numpy as np
 import pytest
 import torch
 
@@ -71,3 +72,20 @@ def test_heatmaps_to_masks_range_and_parts():
     assert face.shape == inner.shape == (1, 1, 256, 256)
     assert 0 <= face.min() and face.max() <= 1 and face.mean() > 0.01
     assert inner.sum() < face.sum()  # the second mask drops chin, lips and eyebrows
+
+
+def test_heatmap_landmarks_find_known_points():
+    """FAN heatmaps -> points: Gaussian blobs at known sub-pixel positions of a 64x64 heatmap
+    come back at those positions in the pixels of the (here 256 px) image, with their peaks."""
+    from stargan_rt.models.fan import heatmap_landmarks
+
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(8, 56, size=(2, 98, 2))  # heatmap cells
+    yy, xx = np.mgrid[0:64, 0:64]
+    maps = np.exp(-((xx[None, None] - centres[..., 0, None, None]) ** 2 +
+                    (yy[None, None] - centres[..., 1, None, None]) ** 2) / (2 * 1.5 ** 2))
+    maps = maps * 0.8 + rng.uniform(0, 0.05, maps.shape)  # weak background below half the peak
+    got = heatmap_landmarks(torch.from_numpy(maps).float(), 256).numpy()
+    want = (centres + 0.5) * 4 - 0.5
+    assert np.abs(got[..., :2] - want).max() < 0.25 * 4  # within a quarter heatmap cell
+    assert np.allclose(got[..., 2], maps.reshape(2, 98, -1).max(-1), atol=1e-5)

@@ -147,9 +147,8 @@ def test_targets_that_are_unknown_or_not_installed(monkeypatch):
 def test_bad_requests(bundles, cache_dir, faces):
     engine = Translator.create(bundles["v1-no-d"], target="onnxruntime", cache_dir=cache_dir,
                                log=quiet)
-    engine.set_domain("smiling")
     with pytest.raises(UserError, match="no discriminator"):
-        engine(faces)
+        engine.set_domain("smiling")
     engine.set_labels([0, 1, 1])
     with pytest.raises(UserError, match="uint8 crops"):
         engine(faces.astype(np.float32))

@@ -477,32 +477,107 @@ def test_stream_url_source_is_live_and_hides_credentials(frames, tmp_path):
         server.server_close()
 
 
-def test_v1_without_discriminator_turns_domains_into_labels(frames, tmp_path):
-    class Recording(FakeTranslator):
-        def __init__(self):
-            super().__init__(("Black_Hair", "Blond_Hair", "Smiling"))
-            self.labels = []
+def test_v1_domain_rule_without_discriminator(tmp_path):
+    """The translators own the v1 target rule (bundle.v1_target_labels): an attribute model
+    without its discriminator refuses --domain before the source opens and takes --labels; a
+    class model (RaFD-style) needs no discriminator: --domain X is X on, the others off."""
+    attrs = tiny_v1_bundle(tmp_path / "noD", discriminator=False)
+    cache = tmp_path / "cache"
+    r = run_cli("webcam", "--model", attrs, "--domain", "Smiling", "--source", "sample",
+                "--headless", "--max-frames", 6, "--cache-dir", cache)
+    assert r.returncode == 2, r.stderr
+    assert "no discriminator" in r.stderr and "--labels" in r.stderr
+    assert "Traceback" not in r.stderr and "out 6" not in r.stderr
+    r = run_cli("webcam", "--model", attrs, "--labels", "Black_Hair=0,Blond_Hair=1,Smiling=1",
+                "--source", "sample", "--headless", "--max-frames", 6, "--cache-dir", cache)
+    assert r.returncode == 0 and "out 6" in r.stderr, r.stderr
 
-        def set_domain(self, name):
-            raise AssertionError("needs the discriminator")
+    from stargan_rt.runtime import Translator
+    classes = tiny_v1_bundle(tmp_path / "classes", discriminator=False, labels="classes")
+    engine = Translator.create(classes, target="onnxruntime", cache_dir=cache, log=lambda m: None)
+    engine.set_domain("smiling")
+    crops = np.zeros((2, 64, 64, 3), np.uint8)
+    assert engine.feeds(crops)["labels"].tolist() == [[0, 0, 1], [0, 0, 1]]
+    r = run_cli("webcam", "--model", classes, "--domain", "Blond_Hair", "--source", "sample",
+                "--headless", "--max-frames", 6, "--cache-dir", cache)
+    assert r.returncode == 0 and "out 6" in r.stderr, r.stderr
 
-        def set_labels(self, labels):
-            self.labels.append(list(labels))
-            self.domain = self.domains[0]
 
-    translator = Recording()
+def _landmarks_from(eyes, mouth_corners) -> np.ndarray:
+    """98 WFLW points with the eye contours and mouth corners at the given places."""
+    points = np.zeros((98, 3))
+    points[:, 2] = 0.9  # heatmap peaks
+    points[60:68, :2], points[68:76, :2] = eyes
+    points[76, :2], points[82, :2] = mouth_corners
+    return points
 
-    def on_frame(result, source, packet, pipeline):
-        if packet.index == 1:
-            handle_key(pipeline, "d")
-    pipeline = Pipeline(ListSource(frames), translator, FaceStage(64),
-                        [CallbackSink(on_frame)], domain="Blond_Hair", one_hot_domains=True,
-                        log=lambda m: None)
+
+def test_fan_landmarks_align_the_next_crops(frames):
+    """v2 with a FAN: the landmarks found on a face's crop give its next crops the CelebA-HQ
+    alignment (faces.aligned_square), kept relative to the tracked box; weak or implausible
+    landmarks are ignored and counted."""
+    from stargan_rt.stream.faces import _matrix, aligned_square
+
+    frame = frames[0]
+    stage = FaceStage(64, "v2")
+    faces, _ = stage.crops(frame)
+    assert faces, "the test frame should show a face"
+    x, y, w, h = faces[0].box
+    # ground truth in frame pixels: a face rolled by 12 degrees about the box centre
+    theta = np.radians(12.0)
+    turn = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    centre = np.array([x + w / 2, y + h / 2])
+    local = np.array([[-0.2 * w, -0.1 * h], [0.2 * w, -0.1 * h],
+                      [-0.15 * w, 0.25 * h], [0.15 * w, 0.25 * h]])
+    eye_a, eye_b, mouth_a, mouth_b = local @ turn.T + centre
+    truth = _landmarks_from((eye_a, eye_b), (mouth_a, mouth_b))
+    want = aligned_square(truth)
+    assert abs(want[3] - 12.0) < 1e-6
+
+    for _ in range(10):
+        faces, crops = stage.crops(frame)
+        m = _matrix(faces[0].square, 64)
+        in_crop = truth.copy()
+        in_crop[:, :2] = truth[:, :2] @ m[:, :2].T + m[:, 2]
+        stage.observe(faces, in_crop[None])
+    square = stage.crops(frame)[0][0].square
+    side = want[2]
+    assert abs(square[2] - side) < 0.03 * side
+    assert np.hypot(square[0] - want[0], square[1] - want[1]) < 0.03 * side
+    assert abs(square[3] - 12.0) < 0.5
+    assert stage.landmark_stats["observed"] == 10 and stage.landmark_stats["rejected"] == 0
+    assert stage.landmark_stats["aligned_crops"] >= 10
+
+    weak = truth.copy()
+    weak[:, 2] = 0.05
+    fresh, control = FaceStage(64, "v2"), FaceStage(64, "v2")
+    faces, _ = fresh.crops(frame)
+    control.crops(frame)
+    fresh.observe(faces, weak[None])
+    squashed = _landmarks_from((centre, centre + 1), (centre, centre))  # eyes 1 px apart
+    fresh.observe(faces, squashed[None])
+    assert fresh.landmark_stats == {"observed": 2, "rejected": 2, "aligned_crops": 0}
+    assert fresh.crops(frame)[0][0].square == control.crops(frame)[0][0].square
+
+
+def test_pipeline_feeds_fan_landmarks_back(frames):
+    """The inference stage hands the landmarks of a locating translator to the face stage; the
+    stats report the alignment."""
+    class Locating(FakeTranslator):
+        arch = "v2"
+        locates_landmarks = True
+
+        def translate_and_locate(self, crops):
+            # the points of a face already aligned in this crop: the framing settles at once
+            points = _landmarks_from(((23.5, 29.9), (39.5, 29.9)), ((25.5, 45.9), (37.5, 45.9)))
+            return self(crops), np.repeat(points[None], len(crops), axis=0)
+
+    sink = Keep()
+    pipeline = Pipeline(ListSource(frames[:12]), Locating(), FaceStage(64, "v2"), [sink],
+                        domain="Invert", log=lambda m: None)
     assert pipeline.run() == 0
-    assert translator.labels == [[0, 1, 0], [0, 0, 1]]
-    # the real command with such a bundle
-    bundle = tiny_v1_bundle(tmp_path / "noD", discriminator=False)
-    r = run_cli("webcam", "--model", bundle, "--domain", "Smiling", "--source", "sample",
-                "--headless", "--max-frames", 6, "--cache-dir", tmp_path / "cache")
-    assert r.returncode == 0, r.stderr
-    assert "Smiling=1 and the others 0" in r.stderr and "out 6" in r.stderr
+    summary = pipeline.summary()
+    assert summary["frames_out"] == 12
+    assert summary["alignment"].startswith("FAN landmarks")
+    marks = summary["landmarks"]
+    assert marks["observed"] >= 10 and marks["rejected"] == 0 and marks["aligned_crops"] >= 8

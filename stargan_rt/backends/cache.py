@@ -28,6 +28,10 @@ from typing import Callable
 from stargan_rt.bundle import sha256_file  # noqa: F401 (one definition; re-exported)
 from stargan_rt.errors import UserError
 
+# Revision of the exported graphs (export/contract.py): bumped whenever they change, so caches
+# holding older exports export again. 2: the fan graph gained its landmarks output.
+ONNX_REVISION = 2
+
 CACHE_ENV = "STARGAN_RT_CACHE"
 KEY_VERSION = 1
 
@@ -114,7 +118,7 @@ class EngineCache:
 
     # -- paths ---------------------------------------------------------------------------------
     def onnx_dir(self, bundle_hash: str, io: str) -> Path:
-        return self.root / "onnx" / bundle_hash[:16] / io
+        return self.root / "onnx" / f"{bundle_hash[:16]}-r{ONNX_REVISION}" / io
 
     def engine_path(self, key: EngineKey, network: str, suffix: str) -> Path:
         return (self.root / "engines" / key.target

@@ -22,6 +22,9 @@ def register(subparsers) -> None:
                         "models with w_hpf > 0 whose checkpoint has no 'fan' entry")
     parser.add_argument("--discriminator", type=Path, help="v1 -D.ckpt, when not beside the "
                         "-G.ckpt")
+    parser.add_argument("--classes", action="store_true", help="v1: the domains are exclusive "
+                        "classes (RaFD-style), so --domain X means X on and the others off; "
+                        "default: independent CelebA attributes")
     parser.add_argument("--name", default="", help="model name recorded in the manifest")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle")
     parser.set_defaults(func=run)
@@ -33,7 +36,7 @@ def run(args) -> int:
     domains = [d.strip() for d in args.domains.split(",") if d.strip()] if args.domains else None
     options = ImportOptions(arch=args.arch, domains=domains, image_size=args.image_size,
                             w_hpf=args.w_hpf, fan=args.fan, discriminator=args.discriminator,
-                            name=args.name)
+                            classes=args.classes, name=args.name)
     bundle = import_checkpoint(args.ckpt, args.out, options, overwrite=args.force)
     m = bundle.manifest
     print(f"imported StarGAN {m.arch} ({m.image_size} px) into {bundle.path}")

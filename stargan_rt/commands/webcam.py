@@ -61,7 +61,8 @@ def register(subparsers) -> None:
                    help="crop centre = face centre + D x face width, downwards (default -0.15 "
                         "v1, -0.07 v2, or the bundle's crop_shift)")
     p.add_argument("--no-align", action="store_true",
-                   help="do not turn crops to level the eyes")
+                   help="plain detector framing: no eye levelling, and for v2 models with a "
+                        "FAN no landmark (CelebA-HQ) alignment")
     p.add_argument("--no-colour-match", action="store_true",
                    help="paste back without matching colour at the seam")
     p.add_argument("--side-by-side", action="store_true", help="start with source | result")
@@ -163,10 +164,6 @@ def run(args) -> int:
             log(f"no --domain given: using {domain} (known: {', '.join(translator.domains)})")
         if domain is not None:
             domain = _canonical(translator, domain)
-        one_hot = translator.arch == "v1" and labels is None and not bundle.has("discriminator")
-        if one_hot:
-            log(f"{model_path} has no discriminator to estimate each face's own attributes: "
-                f"--domain {domain} means {domain}=1 and the others 0 (--labels sets them all)")
         manifest = getattr(getattr(translator, "bundle", None), "manifest", None)
         config = dict(getattr(manifest, "config", None) or {})
         if "crop_scale" not in config and _is_demo(model_path):
@@ -207,8 +204,7 @@ def run(args) -> int:
                             seed=args.seed if args.seed is not None else 0, ref_bgr=ref_bgr,
                             psi=args.psi, parity_every=args.parity_every,
                             reference_factory=reference_factory, precision=args.precision,
-                            log=log, model_name=str(model_path),
-                            one_hot_domains=one_hot)
+                            log=log, model_name=str(model_path))
         pipeline.view["side_by_side"] = args.side_by_side
         pipeline.view["mirror"] = args.mirror
     except BaseException:

@@ -62,6 +62,9 @@ _MASKS = [
     {"name": "mask_inner", "dtype": "float32", "shape": ["N", 1, FAN_SIZE, FAN_SIZE],
      "layout": "NCHW [0, 1], face mask without chin / lips / eyebrows (always 256 px)"},
 ]
+_LANDMARKS = {"name": "landmarks", "dtype": "float32", "shape": ["N", 98, 3],
+              "layout": "per WFLW landmark: x, y in the input image's pixels (pixel centres at "
+                        "integers), heatmap peak value"}
 _LABELS = {"name": "labels", "dtype": "float32", "shape": ["N", "c_dim"],
            "layout": "target attribute vector, 0 / 1 per domain in manifest order"}
 _STYLE_IN = {"name": "style", "dtype": "float32", "shape": ["N", "style_dim"], "layout": ""}
@@ -92,7 +95,7 @@ CONTRACT: dict[str, dict[str, dict[str, dict[str, list]]]] = {
         "mapping_network": {io: _entry([_Z, _DOMAIN], [_STYLE_OUT]) for io in IO_VARIANTS},
         "style_encoder": {io: _entry([_IMAGE_IN[io], _DOMAIN], [_STYLE_OUT]) for io in IO_VARIANTS},
         # FAN + the official mask post-processing; takes the generator's own input image.
-        "fan": {io: _entry([_IMAGE_IN[io]], _MASKS) for io in IO_VARIANTS},
+        "fan": {io: _entry([_IMAGE_IN[io]], _MASKS + [_LANDMARKS]) for io in IO_VARIANTS},
     },
 }
 

@@ -100,15 +100,18 @@ class StyleEncoderIO(_ImageIO):
 
 class FanMasksIO(_ImageIO):
     def forward(self, image: torch.Tensor):
-        # FAN.face_masks with static sizes (it computes a scale factor from a traced shape).
-        from stargan_rt.models.fan import FAN_INPUT_SIZE, heatmaps_to_masks
+        # FAN.face_masks with static sizes (it computes a scale factor from a traced shape),
+        # plus the landmarks the runtime aligns the next crops with (in the input's pixels).
+        from stargan_rt.models.fan import FAN_INPUT_SIZE, heatmap_landmarks, heatmaps_to_masks
 
-        x = F.interpolate(self._in(image), size=(FAN_INPUT_SIZE, FAN_INPUT_SIZE),
-                          mode="bilinear")
+        x = self._in(image)
+        size = x.shape[-1]
+        x = F.interpolate(x, size=(FAN_INPUT_SIZE, FAN_INPUT_SIZE), mode="bilinear")
         heatmaps = self.net(x * 0.5 + 0.5)[:, :-1]  # drop the boundary channel
+        landmarks = heatmap_landmarks(heatmaps, int(size))
         heatmaps = F.interpolate(heatmaps, size=(FAN_INPUT_SIZE, FAN_INPUT_SIZE),
                                  mode="bilinear", align_corners=True)
-        return heatmaps_to_masks(heatmaps)
+        return (*heatmaps_to_masks(heatmaps), landmarks)
 
 
 class MappingIO(nn.Module):

@@ -1,7 +1,8 @@
 """FAN: the face alignment network StarGAN v2 uses for its high-pass masks (w_hpf > 0).
 
 One hourglass with CoordConv and BatchNorm predicting 98 landmark heatmaps plus a boundary
-channel at 64x64. ``face_masks`` turns the heatmaps into the two masks the generator takes.
+channel at 64x64. ``face_masks`` turns the heatmaps into the two masks the generator takes;
+``heatmap_landmarks`` turns them into points (the runtime aligns v2 face crops with them).
 Module names follow the released ``wing.ckpt`` / ``fan`` checkpoint entries.
 """
 from __future__ import annotations
@@ -117,14 +118,42 @@ class FAN(nn.Module):
 
     def face_masks(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Generator input in [-1, 1] (N, 3, S, S) -> two masks (N, 1, 256, 256) in [0, 1]."""
+        face, inner, _ = self.masks_and_landmarks(x)
+        return face, inner
+
+    def masks_and_landmarks(self, x: torch.Tensor):
+        """face_masks plus the landmarks (N, 98, 3) in the pixels of x (heatmap_landmarks)."""
+        size = x.shape[-1]
         x = F.interpolate(x, size=FAN_INPUT_SIZE, mode="bilinear")
         heatmaps = self(x * 0.5 + 0.5)[:, :-1]  # drop the boundary channel
+        landmarks = heatmap_landmarks(heatmaps, size)
         heatmaps = F.interpolate(heatmaps, scale_factor=FAN_INPUT_SIZE // heatmaps.shape[2],
                                  mode="bilinear", align_corners=True)
-        return heatmaps_to_masks(heatmaps)
+        return (*heatmaps_to_masks(heatmaps), landmarks)
+
+
+def heatmap_landmarks(heatmaps: torch.Tensor, image_size: int) -> torch.Tensor:
+    """Heatmaps (N, L, H, W) -> (N, L, 3): x, y in the pixels of the ``image_size`` image the
+    heatmaps were computed from (pixel centres at integers) and each heatmap's peak value.
+
+    The point is the centroid of the heatmap above half its peak: sub-pixel and continuous
+    in the heatmap (steadier from frame to frame than an argmax on the 64x64 grid), and made of
+    ops every engine runs (ReduceMax, Relu, ReduceSum)."""
+    n, c, h, w = heatmaps.shape
+    peak = heatmaps.amax(dim=(2, 3), keepdim=True)
+    weight = F.relu(heatmaps - 0.5 * peak)
+    total = weight.sum(dim=(2, 3)).clamp_min(1e-12)
+    xs = torch.arange(w, dtype=heatmaps.dtype, device=heatmaps.device).view(1, 1, 1, w)
+    ys = torch.arange(h, dtype=heatmaps.dtype, device=heatmaps.device).view(1, 1, h, 1)
+    gx = (weight * xs).sum(dim=(2, 3)) / total
+    gy = (weight * ys).sum(dim=(2, 3)) / total
+    # heatmap cell j covers image pixels [j*k, (j+1)*k): its centre is at (j + 0.5) * k - 0.5
+    kx, ky = image_size / w, image_size / h
+    return torch.stack([(gx + 0.5) * kx - 0.5, (gy + 0.5) * ky - 0.5, peak.view(n, c)], dim=2)
 
 
 # Landmark index ranges of the 98-point (WFLW) layout.
+# (60-67: the eye on the image's left, 68-75: the other eye; 76 and 82: the mouth corners.)
 CHIN = (8, 25)
 EYEBROWS = (33, 51)
 NOSE = (51, 55)

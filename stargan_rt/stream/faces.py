@@ -5,9 +5,16 @@ Boxes are (x, y, w, h) floats in frame pixels. A crop is the square ``(x0, y0, s
 that the framing derives from a face box (turned by the head's roll so the eyes are level, as in
 CelebA's aligned photos), resampled to the model's size with one ``warpAffine`` (which also pads
 with replicated edges where the square leaves the frame).
+
+With a FAN (v2 CelebA-HQ models) the crops are aligned like CelebA-HQ's photos instead: the FAN
+that computes the generator's masks also returns 98 landmarks per crop; ``FaceStage.observe``
+turns them into the aligned square (eyes and mouth, ``aligned_square``) and keeps it, relative to
+the face's tracked box, for that face's next crops. No second FAN pass is needed; the framing
+lags the landmarks by the one or two frames in flight, like the tracked boxes themselves.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -250,8 +257,8 @@ class FaceTracker:
         if abs(angle - track.angle) > 1.0:  # dead-band against eye-detector jitter
             track.angle += 0.5 * (angle - track.angle)
 
-    def update(self, frame: np.ndarray) -> list[tuple[np.ndarray, float]]:
-        """Smoothed (face box, roll degrees) for this frame (largest first)."""
+    def update(self, frame: np.ndarray) -> list[tuple[np.ndarray, float, int]]:
+        """Smoothed (face box, roll degrees, track id) for this frame (largest first)."""
         grey, scale = self.detector.small_grey(frame)
         detect_now = self.frame_index % self.every == 0
         self.frame_index += 1
@@ -262,7 +269,7 @@ class FaceTracker:
                 if measure and track.misses == 0:
                     # the roll is measured on the frame after a detection: spreads the work
                     self._measure_roll(frame, track)
-            return [(t.box.copy(), t.angle) for t in self.tracks]
+            return [(t.box.copy(), t.angle, t.ident) for t in self.tracks]
         weighted = self.detector.detect_weighted(grey, scale)
         weighted.sort(key=lambda bw: -bw[0][2] * bw[0][3])
         found = [np.array(b, dtype=np.float64) for b, _ in weighted[:self.max_faces]]
@@ -300,7 +307,7 @@ class FaceTracker:
                 if track.misses == 0:
                     self._measure_roll(frame, track)
         self.tracks.sort(key=lambda t: -t.box[2] * t.box[3])
-        return [(t.box.copy(), t.angle) for t in self.tracks]
+        return [(t.box.copy(), t.angle, t.ident) for t in self.tracks]
 
 
 def square_for(box, framing: tuple[float, float], angle: float = 0.0) -> tuple:
@@ -313,6 +320,46 @@ def square_for(box, framing: tuple[float, float], angle: float = 0.0) -> tuple:
     cx = x + w / 2.0 - np.sin(theta) * shift * w
     cy = y + h / 2.0 + np.cos(theta) * shift * w
     return cx - side / 2.0, cy - side / 2.0, side, float(angle)
+
+
+# WFLW 98-point layout (the FAN's): the two eye contours and the mouth corners.
+EYE_A, EYE_B, MOUTH_A, MOUTH_B = slice(60, 68), slice(68, 76), 76, 82
+# Landmarks are trusted only when every heatmap used has at least this peak (the official mask
+# post-processing drops responses below 0.1) and the geometry is face-like (see observe).
+MIN_LANDMARK_PEAK = 0.2
+
+
+def aligned_square(points: np.ndarray) -> tuple:
+    """The CelebA-HQ / FFHQ alignment of a face from its 98 landmarks (frame pixels, pixel
+    centres at integers): a square 2 * max(2 eye distances, 1.8 eye-to-mouth) wide, centred at
+    the eye midpoint + 0.1 eye-to-mouth, its x axis along eye-to-eye minus the eye-to-mouth
+    vector turned by 90 degrees. Returns (x0, y0, side, angle degrees) like square_for."""
+    eye_a, eye_b = points[EYE_A, :2].mean(0), points[EYE_B, :2].mean(0)
+    mouth = (points[MOUTH_A, :2] + points[MOUTH_B, :2]) / 2.0
+    eye_mid = (eye_a + eye_b) / 2.0
+    eye_to_eye, eye_to_mouth = eye_b - eye_a, mouth - eye_mid
+    axis = eye_to_eye - np.array([-eye_to_mouth[1], eye_to_mouth[0]])
+    axis = axis / max(float(np.hypot(*axis)), 1e-6)
+    half = max(float(np.hypot(*eye_to_eye)) * 2.0, float(np.hypot(*eye_to_mouth)) * 1.8)
+    centre = eye_mid + 0.1 * eye_to_mouth
+    side = 2.0 * half
+    angle = float(np.degrees(np.arctan2(axis[1], axis[0])))
+    # _matrix puts the square's centre at x0 + side / 2 - 0.5 (pixel-centre convention)
+    return centre[0] - side / 2.0 + 0.5, centre[1] - side / 2.0 + 0.5, side, angle
+
+
+def crop_points_to_frame(points: np.ndarray, square, size: int) -> np.ndarray:
+    """(L, 2+) points in the pixels of a ``size`` crop of ``square`` -> frame pixels (L, 2)."""
+    inverse = cv2.invertAffineTransform(_matrix(square, size))
+    return points[:, :2] @ inverse[:, :2].T + inverse[:, 2]
+
+
+def _square_from_relative(box, relative: np.ndarray) -> tuple:
+    """A square kept relative to a face box (centre offset and side in box widths, angle)."""
+    x, y, w, h = box
+    side = relative[2] * w
+    cx, cy = x + w / 2.0 + relative[0] * w, y + h / 2.0 + relative[1] * w
+    return cx - side / 2.0, cy - side / 2.0, side, float(relative[3])
 
 
 def _matrix(square, size: int, offset=(0.0, 0.0)) -> np.ndarray:
@@ -421,15 +468,25 @@ class Paster:
 class FaceStage:
     """Detection + framing + crop extraction, and the matching paste-back."""
 
+    # A face's landmark framing is used for this many frames after its last good landmarks.
+    LANDMARK_FRAMES = 60
+
     def __init__(self, size: int, arch: str = "v1", config: dict | None = None, every: int = 3,
                  max_faces: int = 8, colour_match: bool = True, no_face: bool = False,
                  align: bool = True):
         self.size = size
         self.no_face = no_face
+        self.align = align
         self.framing = framing_for(arch, config)
         self.tracker = None if no_face else FaceTracker(every=every, max_faces=max_faces,
                                                         align=align)
         self.paster = Paster(size, colour_match)
+        # track id -> (landmark framing relative to the tracked box, frame index it came from);
+        # written by observe (inference thread), read by crops (detection thread)
+        self._landmark_framing: dict[int, tuple[np.ndarray, int]] = {}
+        self._lock = threading.Lock()
+        self._frame = 0
+        self.landmark_stats = {"observed": 0, "rejected": 0, "aligned_crops": 0}
 
     def crops(self, frame: np.ndarray) -> tuple[list[FaceCrop], np.ndarray]:
         if self.no_face:
@@ -438,10 +495,61 @@ class FaceStage:
             return [FaceCrop(box=(0.0, 0.0, float(w), float(h)), square=(0.0, 0.0, 1.0, 0.0))], \
                 whole[None]
         tracked = self.tracker.update(frame)
-        faces = [FaceCrop(box=tuple(float(v) for v in b),
-                          square=square_for(b, self.framing, angle))
-                 for b, angle in tracked]
+        self._frame += 1
+        faces = []
+        with self._lock:
+            live = {ident for _, _, ident in tracked}
+            for ident in [k for k in self._landmark_framing if k not in live]:
+                del self._landmark_framing[ident]  # that face is gone
+            for box, angle, ident in tracked:
+                kept = self._landmark_framing.get(ident)
+                if kept is not None and self._frame - kept[1] <= self.LANDMARK_FRAMES:
+                    square = _square_from_relative(box, kept[0])
+                    self.landmark_stats["aligned_crops"] += 1
+                else:
+                    square = square_for(box, self.framing, angle)
+                faces.append(FaceCrop(box=tuple(float(v) for v in box), square=square,
+                                      track=ident))
         return faces, extract_crops(frame, [f.square for f in faces], self.size)
+
+    def observe(self, faces: list[FaceCrop], landmarks: np.ndarray | None) -> None:
+        """Landmarks (N, 98, 3: x, y in crop pixels, peak) that the FAN found on these faces'
+        crops: each face's next crops follow their aligned square. Implausible landmarks (weak
+        heatmaps, eyes too close or too far for the face box, a steep roll) are counted and
+        ignored, so such a face keeps its detector framing."""
+        if landmarks is None or self.no_face or not self.align:
+            return
+        for face, points in zip(faces, np.asarray(landmarks, dtype=np.float64)):
+            self.landmark_stats["observed"] += 1
+            relative = self._relative_framing(face, points)
+            if relative is None:
+                self.landmark_stats["rejected"] += 1
+                continue
+            with self._lock:
+                kept = self._landmark_framing.get(face.track)
+                if kept is not None:
+                    old = kept[0]
+                    delta = relative - old
+                    if np.abs(delta[:3]).max() < 0.01 and abs(delta[3]) < 0.5:
+                        relative = old  # dead-band: a still face keeps a still crop
+                    else:
+                        relative = old + 0.5 * delta
+                self._landmark_framing[face.track] = (relative, self._frame)
+
+    def _relative_framing(self, face: FaceCrop, points: np.ndarray) -> np.ndarray | None:
+        used = np.r_[np.arange(60, 76), MOUTH_A, MOUTH_B]
+        if points.shape != (98, 3) or not np.isfinite(points).all() or \
+                points[used, 2].min() < MIN_LANDMARK_PEAK:
+            return None
+        frame_points = crop_points_to_frame(points, face.square, self.size)
+        x0, y0, side, angle = aligned_square(frame_points)
+        bx, by, bw, bh = face.box
+        eyes = np.hypot(*(frame_points[EYE_B].mean(0) - frame_points[EYE_A].mean(0)))
+        if not (0.2 * bw < eyes < 0.9 * bw) or abs(angle) > 40.0 or not 1.0 < side / bw < 4.0:
+            return None
+        cx, cy = x0 + side / 2.0, y0 + side / 2.0
+        return np.array([(cx - (bx + bw / 2.0)) / bw, (cy - (by + bh / 2.0)) / bw, side / bw,
+                         angle])
 
     def paste(self, frame: np.ndarray, faces: list[FaceCrop], originals: np.ndarray,
               translated: np.ndarray) -> np.ndarray:

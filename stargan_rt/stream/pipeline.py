@@ -274,8 +274,7 @@ class Pipeline:
                  ref_bgr: np.ndarray | None = None, psi: float = 1.0,
                  parity_every: int = 0, reference_factory: Callable[[], Any] | None = None,
                  precision: str = "fp32", log: Callable[[str], None] = print,
-                 model_name: str = "", engine_name: str | None = None,
-                 one_hot_domains: bool = False):
+                 model_name: str = "", engine_name: str | None = None):
         self.source = source
         self.translator = translator
         self.faces = faces
@@ -290,10 +289,9 @@ class Pipeline:
         self.model_name = model_name
         self.arch = getattr(translator, "arch", "v1")
         self.domains = list(getattr(translator, "domains", []))
-        # v1 without a discriminator cannot estimate the face's own attributes: a domain then
-        # means that attribute on and the others off
-        self.one_hot_domains = one_hot_domains and self.arch == "v1"
         self.engine = engine_name or _describe(translator)
+        # v2 models with a FAN: its landmarks align the next crops (FaceStage.observe)
+        self.locates_landmarks = bool(getattr(translator, "locates_landmarks", False))
         self.stats = RunStats()
         self.stop_event = threading.Event()
         self.stop_reason: str | None = None
@@ -336,8 +334,6 @@ class Pipeline:
     def _apply_target(self, translator, target: Target) -> None:
         if target.labels is not None and hasattr(translator, "set_labels"):
             translator.set_labels(list(target.labels))
-        elif target.domain is not None and self.one_hot_domains:
-            translator.set_labels(one_hot_labels(self.domains, target.domain))
         elif target.domain is not None:
             translator.set_domain(target.domain)
         if self.arch == "v2":
@@ -454,7 +450,12 @@ class Pipeline:
         for packet in self._items(self.q_infer, on_wake=self._handle_commands):
             if packet.crops is not None and len(packet.crops):
                 t = time.perf_counter()
-                packet.translated = self.translator(packet.crops)
+                if self.locates_landmarks:
+                    packet.translated, landmarks = self.translator.translate_and_locate(
+                        packet.crops)
+                    self.faces.observe(packet.faces, landmarks)  # aligns the next crops
+                else:
+                    packet.translated = self.translator(packet.crops)
                 self.stats.stages["infer"].add((time.perf_counter() - t) * 1000)
                 self.latest_crops = packet.crops
                 if self.parity_every and packet.index % self.parity_every == 0 and \
@@ -601,6 +602,15 @@ class Pipeline:
         return {"capture->detect": self.q_detect.dropped, "detect->infer": self.q_infer.dropped,
                 "infer->output": self.q_out.dropped, "parity_skipped": self.q_parity.dropped}
 
+    def _alignment(self) -> str | None:
+        if self.faces.no_face:
+            return None
+        if not self.faces.align:
+            return "detector framing"
+        if self.locates_landmarks:
+            return "FAN landmarks (CelebA-HQ alignment), detector framing until they arrive"
+        return "detector framing + eye levelling"
+
     def summary(self) -> dict:
         s = self.stats
         span = (s.last_out - s.first_out) if s.first_out and s.last_out else 0.0
@@ -619,6 +629,8 @@ class Pipeline:
             "dropped_by_queue": drops,
             "frames_with_faces": s.frames_with_faces, "faces_found": s.faces_found,
             "max_faces_in_frame": s.max_faces,
+            "alignment": self._alignment(),
+            "landmarks": dict(self.faces.landmark_stats) if self.locates_landmarks else None,
             "fps": round((s.frames_out - 1) / span, 2) if span > 0 else None,
             "fps_last_window": None if s.fps() is None else round(s.fps(), 2),
             "duration_s": round(self.duration, 3),
@@ -629,12 +641,6 @@ class Pipeline:
                           "samples": list(s.rss_samples)},
             "stop_reason": self.stop_reason, "error": self.error, "exit_code": self.exit_code,
         }
-
-
-def one_hot_labels(domains: list[str], domain: str) -> list[float]:
-    if domain not in domains:
-        raise UserError(f"unknown domain {domain!r}; known: {', '.join(domains)}")
-    return [1.0 if d == domain else 0.0 for d in domains]
 
 
 def _describe(translator) -> str:
