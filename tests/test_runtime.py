@@ -200,3 +200,33 @@ def test_deployed_device_needs_no_torch(bundles, cache_dir, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "OK" in done.stdout
     assert "REFUSED:" in done.stdout and "stargan-rt[export]" in done.stdout
+
+
+def test_v2_with_fan_returns_its_landmarks(tmp_path, cache_dir, bundles):
+    """A w_hpf model's FAN engine also returns the 98 landmarks the live runtime aligns crops
+    with; they equal the PyTorch FAN's, and the translation is the same with or without them."""
+    import torch
+
+    from export_testlib import faces as face_crops
+    from export_testlib import v2_bundle
+    from stargan_rt.imaging import bgr_to_unit_nchw
+    from stargan_rt.models.build import load_network
+
+    bundle = v2_bundle(tmp_path, 1)
+    engine = Translator.create(bundle, target="onnxruntime", cache_dir=cache_dir, log=quiet)
+    assert engine.locates_landmarks
+    engine.set_domain("male")
+    engine.set_style(seed=1)
+    crops = face_crops(64, 3)
+    translated, landmarks = engine.translate_and_locate(crops)
+    assert translated.shape == crops.shape and landmarks.shape == (3, 98, 3)
+    np.testing.assert_array_equal(translated, engine(crops))
+    fan = load_network(engine.bundle, "fan")
+    with torch.no_grad():
+        want = fan.masks_and_landmarks(torch.from_numpy(bgr_to_unit_nchw(crops)))[2].numpy()
+    np.testing.assert_allclose(landmarks, want, atol=0.05)
+
+    plain = Translator.create(bundles["v2"], target="onnxruntime", cache_dir=cache_dir, log=quiet)
+    plain.set_domain("smile")
+    assert not plain.locates_landmarks
+    assert plain.translate_and_locate(face_crops(SIZE, 2))[1] is None

@@ -7,10 +7,10 @@
 3. writes the bundles (v1: generator + discriminator; v2: EMA generator, mapping network, style encoder) to
    stargan_rt/assets/models/demo-v1 and demo-v2, replacing the old ones atomically.
 
-Everything is seeded; on the shared 2-core development CPU the v1 run took 13.8 min (3200 it) and
-the v2 run hit its 12 min limit at 467 of 500 iterations. The tiny presets stop at their
---max-minutes limits, so on a slower or busier machine the result can stop at an earlier
-iteration (the bundle's manifest records the iteration and whether it stopped early).
+Everything is seeded; on the quiet 2-core development CPU the v1 run took 14.2 min (5000 it) and
+the v2 run 14.8 min (1500 it). The tiny presets stop at their --max-minutes limits (17 min), so
+on a slower or busier machine a run can stop at an earlier iteration, its schedules following
+the time (the bundle's manifest records the iteration and whether it stopped early).
 """
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ def main(argv=None) -> int:
     parser.add_argument("--only", choices=("v1", "v2"), help="train only one of the models")
     parser.add_argument("--count-v1", type=int, default=4000)
     parser.add_argument("--count-v2", type=int, default=1500)
-    parser.add_argument("--v1-minutes", type=float, default=17.0)
-    parser.add_argument("--v2-minutes", type=float, default=12.0)
+    parser.add_argument("--v1-minutes", type=float, help="time cap (default: the tiny preset's)")
+    parser.add_argument("--v2-minutes", type=float, help="time cap (default: the tiny preset's)")
     parser.add_argument("--resume", action="store_true", help="continue killed training runs")
     args = parser.parse_args(argv)
 

@@ -38,7 +38,7 @@ PRESETS = {
     # EMA (0.99) so the short run's EMA weights are not dominated by the initialisation.
     "tiny": dict(image_size=64, dim_in=16, max_conv_dim=64, style_dim=16, latent_dim=8,
                  hidden_dim=64, w_hpf=0.0, lambda_reg=1.0, lambda_sty=1.0, lambda_ds=1.0,
-                 ds_iters=500, lambda_cyc=1.0, lr=2e-4, f_lr=2e-5, beta1=0.0, beta2=0.99,
+                 ds_iters=1500, lambda_cyc=1.0, lr=2e-4, f_lr=2e-5, beta1=0.0, beta2=0.99,
                  weight_decay=1e-4, ema_beta=0.99, batch=8, iters=1500, bf16=True,
                  channels_last=False, ckpt_every=50, sample_every=50, log_every=10,
                  max_minutes=17.0, threads=-1),
