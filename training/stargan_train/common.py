@@ -411,7 +411,7 @@ def run_training(trainer) -> dict:
             t_window, n_window = now, 0
             log.progress(trainer.it, trainer.progress_losses(avg), ips)
             log.event({"iter": trainer.it, "images_per_s": round(ips, 2),
-                       **trainer.learning_rates(), **avg})
+                       "threads": torch.get_num_threads(), **trainer.learning_rates(), **avg})
         if cfg.get("threads") == -1 and trainer.it % THREADS_CHECK_EVERY == 0:
             # the machine's load changes during a run: re-pick the thread count
             set_threads(-1, trainer.dist.world, own_load=trainer.dist.world *
