@@ -202,6 +202,26 @@ def test_module_prefix_is_stripped(v1_ckpt, tmp_path, cli):
     assert result.code == 0, result
 
 
+def test_v1_generator_only_import_attributes_or_classes(v1_ckpt, tmp_path, cli):
+    """Without its -D.ckpt an attribute model refuses --domain (give --labels); imported with
+    --classes (RaFD-style exclusive domains) --domain X is X on and the others off."""
+    from stargan_rt.reference import TorchTranslator
+    root, g, _ = v1_ckpt
+    torch.save(g.state_dict(), tmp_path / "7-G.ckpt")  # no -D.ckpt beside it
+    common = ["--domains", V1_ATTRS, "--image-size", "32"]
+    assert cli("import", tmp_path / "7-G.ckpt", "--out", tmp_path / "attrs", *common).code == 0
+    cv2.imwrite(str(tmp_path / "face.png"), face_like(32))
+    result = cli("translate", "--model", tmp_path / "attrs", "--domain", "smile", "--out",
+                 tmp_path / "o", tmp_path / "face.png")
+    assert result.code == 2 and "--labels" in result.err, result
+    assert cli("import", tmp_path / "7-G.ckpt", "--out", tmp_path / "classes", "--classes",
+               *common).code == 0
+    t = TorchTranslator(tmp_path / "classes")
+    t.set_domain("blond")
+    labels = t._v1_targets(to_tensor(face_like(32)).repeat(2, 1, 1, 1))
+    assert labels.tolist() == [[0, 1, 0, 0, 0]] * 2
+
+
 # -- bad input: one-line error, exit 2, nothing written ------------------------------------------
 def assert_refused(result, *phrases, out_dir=None):
     assert result.code == 2, result
