@@ -42,6 +42,24 @@ def _common(p) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
+# Hyper-parameter options, by type (each --name-with-dashes sets the config key); the ones with
+# help texts of their own are added by hand and listed in *_NAMED.
+V1_INTS = ("conv_dim", "repeat_num", "d_conv_dim", "d_repeat_num", "n_critic")
+V1_FLOATS = ("lambda_cls", "lambda_cls_g", "lambda_rec", "lambda_gp", "lambda_id", "g_lr", "d_lr",
+             "p_single")
+V1_NAMED = ("augment", "ema_beta", "decay_iters")
+V2_INTS = ("dim_in", "max_conv_dim", "style_dim", "latent_dim", "hidden_dim")
+V2_FLOATS = ("lambda_reg", "lambda_sty", "lambda_ds", "lambda_cyc", "lr", "f_lr", "weight_decay",
+             "ema_beta")
+V2_NAMED = ("w_hpf", "ds_iters")
+
+
+def _typed_options(parser, ints, floats) -> None:
+    for names, kind in ((ints, int), (floats, float)):
+        for name in names:
+            parser.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "train", help="train a StarGAN v1 or v2 model (ends with a bundle)",
@@ -55,11 +73,7 @@ def register(subparsers) -> None:
                     "(default Black_Hair,Blond_Hair,Brown_Hair,Male,Young)")
     v1.add_argument("--rafd", type=Path, help="RaFD-style class folders for joint training "
                     "(--data must be the CelebA layout)")
-    for name in ("conv_dim", "repeat_num", "d_conv_dim", "d_repeat_num", "n_critic"):
-        v1.add_argument("--" + name.replace("_", "-"), type=int, dest=name)
-    for name in ("lambda_cls", "lambda_cls_g", "lambda_rec", "lambda_gp", "lambda_id", "g_lr",
-                 "d_lr", "p_single"):
-        v1.add_argument("--" + name.replace("_", "-"), type=float, dest=name)
+    _typed_options(v1, V1_INTS, V1_FLOATS)
     v1.add_argument("--augment", type=float, help="shift what D sees by up to this fraction of "
                     "the image (DiffAugment translation); 0 = off (paper), tiny 0.125")
     v1.add_argument("--ema-beta", type=float, dest="ema_beta", help="keep an EMA generator "
@@ -74,11 +88,7 @@ def register(subparsers) -> None:
                     help="high-pass skip weight (needs --fan); 0 = none")
     v2.add_argument("--fan", type=Path, help="FAN weights (a bundle with a fan network, or a "
                     "state-dict file) for the face masks when --w-hpf > 0")
-    for name in ("dim_in", "max_conv_dim", "style_dim", "latent_dim", "hidden_dim"):
-        v2.add_argument("--" + name.replace("_", "-"), type=int, dest=name)
-    for name in ("lambda_reg", "lambda_sty", "lambda_ds", "lambda_cyc", "lr", "f_lr",
-                 "weight_decay", "ema_beta"):
-        v2.add_argument("--" + name.replace("_", "-"), type=float, dest=name)
+    _typed_options(v2, V2_INTS, V2_FLOATS)
     v2.add_argument("--ds-iters", type=int, help="iterations over which lambda_ds decays to 0")
     v2.set_defaults(func=run_v2)
 
@@ -91,7 +101,13 @@ def _overrides(args, names) -> dict:
     return {n: getattr(args, n, None) for n in names}
 
 
-def _finish(args, summary: dict) -> int:
+def _train(args, trainer) -> int:
+    try:
+        summary = trainer.train()
+    finally:
+        trainer.dist.close()
+    if not trainer.dist.main:
+        return 0
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -104,11 +120,7 @@ def _finish(args, summary: dict) -> int:
 def run_v1(args) -> int:
     from stargan_train.solver_v1 import V1Trainer, make_config
 
-    names = _OPERATIONAL + ("conv_dim", "repeat_num", "d_conv_dim", "d_repeat_num", "n_critic",
-                            "lambda_cls", "lambda_cls_g", "lambda_rec", "lambda_gp", "g_lr",
-                            "d_lr", "p_single", "decay_iters", "augment", "ema_beta",
-                            "lambda_id")
-    over = _overrides(args, names)
+    over = _overrides(args, _OPERATIONAL + V1_INTS + V1_FLOATS + V1_NAMED)
     if args.attrs is not None:
         attrs = [a.strip() for a in args.attrs.split(",") if a.strip()]
         if not attrs:
@@ -117,31 +129,18 @@ def run_v1(args) -> int:
     cfg = make_config(args.preset, seed=args.seed, **over)
     if args.iters is not None and args.decay_iters is None:
         cfg["decay_iters"] = min(cfg["decay_iters"], args.iters // 2)
-    trainer = V1Trainer(args.data, args.out, cfg, resume=args.resume, rafd_dir=args.rafd,
-                        device=args.device, quiet=args.quiet)
-    try:
-        summary = trainer.train()
-    finally:
-        trainer.dist.close()
-    return _finish(args, summary) if trainer.dist.main else 0
+    return _train(args, V1Trainer(args.data, args.out, cfg, resume=args.resume,
+                                  rafd_dir=args.rafd, device=args.device, quiet=args.quiet))
 
 
 def run_v2(args) -> int:
     from stargan_train.solver_v2 import V2Trainer, make_config
 
-    names = _OPERATIONAL + ("w_hpf", "dim_in", "max_conv_dim", "style_dim", "latent_dim",
-                            "hidden_dim", "lambda_reg", "lambda_sty", "lambda_ds", "lambda_cyc",
-                            "lr", "f_lr", "weight_decay", "ema_beta", "ds_iters")
-    over = _overrides(args, names)
+    over = _overrides(args, _OPERATIONAL + V2_INTS + V2_FLOATS + V2_NAMED)
     if args.domains is not None:
         over["domains"] = [d.strip() for d in args.domains.split(",") if d.strip()]
     cfg = make_config(args.preset, seed=args.seed, **over)
     if args.iters is not None and args.ds_iters is None:
         cfg["ds_iters"] = min(cfg["ds_iters"], args.iters)
-    trainer = V2Trainer(args.data, args.out, cfg, resume=args.resume, fan=args.fan,
-                        device=args.device, quiet=args.quiet)
-    try:
-        summary = trainer.train()
-    finally:
-        trainer.dist.close()
-    return _finish(args, summary) if trainer.dist.main else 0
+    return _train(args, V2Trainer(args.data, args.out, cfg, resume=args.resume, fan=args.fan,
+                                  device=args.device, quiet=args.quiet))

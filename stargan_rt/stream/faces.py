@@ -485,7 +485,6 @@ class FaceStage:
         # written by observe (inference thread), read by crops (detection thread)
         self._landmark_framing: dict[int, tuple[np.ndarray, int]] = {}
         self._lock = threading.Lock()
-        self._frame = 0
         self.landmark_stats = {"observed": 0, "rejected": 0, "aligned_crops": 0}
 
     def crops(self, frame: np.ndarray) -> tuple[list[FaceCrop], np.ndarray]:
@@ -495,7 +494,7 @@ class FaceStage:
             return [FaceCrop(box=(0.0, 0.0, float(w), float(h)), square=(0.0, 0.0, 1.0, 0.0))], \
                 whole[None]
         tracked = self.tracker.update(frame)
-        self._frame += 1
+        now = self.tracker.frame_index
         faces = []
         with self._lock:
             live = {ident for _, _, ident in tracked}
@@ -503,7 +502,7 @@ class FaceStage:
                 del self._landmark_framing[ident]  # that face is gone
             for box, angle, ident in tracked:
                 kept = self._landmark_framing.get(ident)
-                if kept is not None and self._frame - kept[1] <= self.LANDMARK_FRAMES:
+                if kept is not None and now - kept[1] <= self.LANDMARK_FRAMES:
                     square = _square_from_relative(box, kept[0])
                     self.landmark_stats["aligned_crops"] += 1
                 else:
@@ -534,7 +533,7 @@ class FaceStage:
                         relative = old  # dead-band: a still face keeps a still crop
                     else:
                         relative = old + 0.5 * delta
-                self._landmark_framing[face.track] = (relative, self._frame)
+                self._landmark_framing[face.track] = (relative, self.tracker.frame_index)
 
     def _relative_framing(self, face: FaceCrop, points: np.ndarray) -> np.ndarray | None:
         used = np.r_[np.arange(60, 76), MOUTH_A, MOUTH_B]

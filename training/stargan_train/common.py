@@ -177,6 +177,36 @@ def load_checkpoint(path: Path) -> dict:
                         "delete it to start over") from None
 
 
+def save_run(trainer) -> None:
+    """Checkpoint a run: the solver's own state (``trainer.state()``, collective: every rank
+    takes part) plus what every run has (format, iteration, config, training time)."""
+    state = trainer.state()
+    state.update({"format": f"stargan-rt-train-{trainer.ARCH}", "iter": trainer.it,
+                  "config": primitive(trainer.cfg), "elapsed_s": trainer.clock.total()})
+    if trainer.dist.main:
+        save_checkpoint(trainer.out, state)
+    trainer.dist.barrier()
+
+
+def resume_run(trainer) -> bool:
+    """Restore a run from its checkpoint (False when there is none): refuses another
+    architecture's checkpoint or other settings (``trainer.RUN_KEYS``), then hands the state to
+    ``trainer.load_state`` and restores the iteration and the training clock."""
+    path = trainer.out / CKPT_NAME
+    if not path.exists():
+        return False
+    state = load_checkpoint(path)
+    if state.get("format") != f"stargan-rt-train-{trainer.ARCH}":
+        other = "v2" if trainer.ARCH == "v1" else "v1"
+        raise UserError(f"{path}: not a stargan-rt {trainer.ARCH} training checkpoint; use "
+                        f"`stargan-rt train {other}` for {other} runs or a new --out")
+    check_same_settings(state["config"], trainer.cfg, trainer.RUN_KEYS, path)
+    trainer.load_state(state)
+    trainer.it = int(state["iter"])
+    trainer.clock = TrainClock(state["elapsed_s"])
+    return True
+
+
 def check_same_settings(saved: dict, current: dict, keys, path: Path) -> None:
     """Refuse to resume when settings that shape the run differ."""
     diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}" for k in keys
@@ -347,6 +377,15 @@ def pick_device(requested: str | None) -> str:
     return "cpu"
 
 
+def make_config(presets: dict, preset: str, defaults: dict, overrides: dict) -> dict:
+    """A preset's settings plus ``defaults``, then every override that is not None."""
+    if preset not in presets:
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(presets)}")
+    cfg = dict(presets[preset], preset=preset, seed=0, holdout=0.02, **defaults)
+    cfg.update({key: value for key, value in overrides.items() if value is not None})
+    return cfg
+
+
 def primitive(value):
     """JSON/torch.load(weights_only)-safe copy of a config."""
     if isinstance(value, dict):
@@ -358,6 +397,27 @@ def primitive(value):
     return str(value)
 
 
+class Trainer:
+    """What every solver's run has (device, process group, threads, iteration counters);
+    ``train()`` runs ``run_training``, which the subclass feeds through the methods it lists."""
+
+    ARCH = ""        # "v1" / "v2": names the checkpoint format
+    RUN_KEYS = ()    # settings a resumed run must share with its checkpoint
+
+    def __init__(self, out_dir, cfg: dict, resume: bool, device: str | None, quiet: bool):
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.device = pick_device(device)
+        self.dist = Dist(self.device)
+        set_threads(cfg.get("threads", 0), self.dist.world)
+        cfg["world"] = self.dist.world
+        self.quiet, self.resume = quiet, resume
+        self.it, self.sched_it = 0, 0.0
+
+    def train(self) -> dict:
+        return run_training(self)
+
+
 THREADS_CHECK_EVERY = 50  # iterations between re-checks of --threads -1 (auto)
 
 
@@ -365,10 +425,11 @@ def run_training(trainer) -> dict:
     """The training loop both solvers share: resume or refuse an existing run, step, log,
     sample, checkpoint every ``ckpt_every`` (and when the time cap is hit), write the bundle.
 
-    ``trainer`` provides cfg, out, dist, resume, it, resumed_elapsed (training seconds before a
-    resume), report, device, quiet, try_resume(), step(it) (reading self.sched_it, set here),
-    sample(path), save(), write_bundle(path, stopped_early=...), progress_losses(avg) (what the
-    progress bar shows) and learning_rates() (logged each interval)."""
+    ``trainer`` provides ARCH, RUN_KEYS, cfg, out, dist, resume, it, report, device, quiet,
+    state() / load_state(state) (its part of the checkpoint, see save_run / resume_run),
+    step(it) (reading self.sched_it, set here), sample(path), write_bundle(path,
+    stopped_early=...), progress_losses(avg) (what the progress bar shows) and learning_rates()
+    (logged each interval)."""
     cfg, out = trainer.cfg, trainer.out
     if trainer.dist.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -379,11 +440,12 @@ def run_training(trainer) -> dict:
         remove_stale_temps(out)
     resumed = False
     if trainer.resume:
-        resumed = trainer.try_resume()
+        resumed = resume_run(trainer)
     elif ckpt.exists():
         raise UserError(f"{out} already holds a training run ({ckpt.name}); pass --resume to "
                         "continue it or choose a new --out directory")
-    trainer.clock = TrainClock(trainer.resumed_elapsed)
+    if not resumed:
+        trainer.clock = TrainClock()
     log = Logger(out, cfg["iters"], trainer.dist.main, trainer.quiet)
     if trainer.dist.main:
         (out / "config.json").write_text(json.dumps(primitive(cfg), indent=2) + "\n")
@@ -420,12 +482,12 @@ def run_training(trainer) -> dict:
             trainer.sample(out / "samples" / f"{trainer.it:06d}.png")
         over = minutes > 0 and elapsed > 60 * minutes  # time before this step: <= 1 step late
         if trainer.it % cfg["ckpt_every"] == 0 or trainer.it == cfg["iters"] or over:
-            trainer.save()
+            save_run(trainer)
         if over and trainer.it < cfg["iters"]:
             stopped_early = True
             break
         if cfg.get("stop_at") and trainer.it >= cfg["stop_at"]:
-            trainer.save()  # tests: behave like a run killed right after this checkpoint
+            save_run(trainer)  # tests: behave like a run killed right after this checkpoint
             return {"iterations": trainer.it, "stopped_at": trainer.it}
     log.done()
     summary = {"iterations": trainer.it, "seconds": round(time.perf_counter() - t_start, 1),

@@ -57,16 +57,11 @@ def main(argv=None) -> int:
             synthesize(data_dir, count=args.count_v1, image_size=64, layout="celeba", seed=1)
         cfg = v1_config("tiny", attrs=DEMO_ATTRS, seed=0, max_minutes=args.v1_minutes)
         data = load_celeba(data_dir, DEMO_ATTRS, 64)
-        t0 = time.time()
-        trainer = V1Trainer(None, work / "run-v1", cfg, resume=args.resume, data=data)
-        summary = trainer.train()
         # The discriminator stays: the runtime estimates a face's own attributes with its
         # classifier head before flipping the requested one (about 11 MB at this size).
-        bundle = trainer.write_bundle(args.assets / "demo-v1", include_discriminator=True,
-                                      name="demo-v1 (synthetic faces, 64 px)",
-                                      stopped_early=summary["stopped_early"])
-        report["v1"] = {**summary, "wall_s": round(time.time() - t0), "bundle": str(bundle.path)}
-        print(json.dumps(report["v1"]), flush=True)
+        report["v1"] = _train_demo(
+            lambda: V1Trainer(None, work / "run-v1", cfg, resume=args.resume, data=data),
+            args.assets / "demo-v1", "demo-v1 (synthetic faces, 64 px)", discriminator=True)
     if args.only in (None, "v2"):
         data_dir = work / "hair64"
         if not (data_dir / "domains.txt").exists():
@@ -75,15 +70,24 @@ def main(argv=None) -> int:
                        domains=V2_DOMAINS)
         cfg = v2_config("tiny", seed=0, max_minutes=args.v2_minutes)
         data = load_folders(data_dir, 64)
-        t0 = time.time()
-        trainer = V2Trainer(None, work / "run-v2", cfg, resume=args.resume, data=data)
-        summary = trainer.train()
-        bundle = trainer.write_bundle(args.assets / "demo-v2", include_discriminator=False,
-                                      name="demo-v2 (synthetic faces, hair colours, 64 px)",
-                                      stopped_early=summary["stopped_early"])
-        report["v2"] = {**summary, "wall_s": round(time.time() - t0), "bundle": str(bundle.path)}
-        print(json.dumps(report["v2"]), flush=True)
+        report["v2"] = _train_demo(
+            lambda: V2Trainer(None, work / "run-v2", cfg, resume=args.resume, data=data),
+            args.assets / "demo-v2", "demo-v2 (synthetic faces, hair colours, 64 px)",
+            discriminator=False)
     return 0
+
+
+def _train_demo(make_trainer, bundle_path: Path, name: str, discriminator: bool) -> dict:
+    """Train (or finish, with --resume) one demo run and install its bundle; returns the
+    summary it also prints."""
+    t0 = time.time()
+    trainer = make_trainer()
+    summary = trainer.train()
+    bundle = trainer.write_bundle(bundle_path, include_discriminator=discriminator, name=name,
+                                  stopped_early=summary["stopped_early"])
+    report = {**summary, "wall_s": round(time.time() - t0), "bundle": str(bundle.path)}
+    print(json.dumps(report), flush=True)
+    return report
 
 
 if __name__ == "__main__":

@@ -68,32 +68,19 @@ RUN_KEYS = ("dataset", "attrs", "image_size", "conv_dim", "repeat_num", "d_conv_
 
 
 def make_config(preset: str, **overrides) -> dict:
-    if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    cfg = dict(PRESETS[preset], preset=preset, seed=0, attrs=None, holdout=0.02)
-    for key, value in overrides.items():
-        if value is not None:
-            cfg[key] = value
-    return cfg
+    return common.make_config(PRESETS, preset, {"attrs": None}, overrides)
 
 
-class V1Trainer:
+class V1Trainer(common.Trainer):
+    ARCH = "v1"
+    RUN_KEYS = RUN_KEYS
+
     def __init__(self, data_dir, out_dir, cfg: dict, resume: bool = False, rafd_dir=None,
                  device: str | None = None, quiet: bool = False, data=None):
-        self.cfg = cfg
-        self.out = Path(out_dir)
-        self.device = common.pick_device(device)
-        self.dist = common.Dist(self.device)
-        common.set_threads(cfg.get("threads", 0), self.dist.world)
-        cfg["world"] = self.dist.world
-        self.quiet = quiet
+        super().__init__(out_dir, cfg, resume, device, quiet)
         self._validate()
         self._load_data(data_dir, rafd_dir, data)
         self._build()
-        self.it = 0
-        self.sched_it = 0.0
-        self.resumed_elapsed = 0.0
-        self.resume = resume
 
     # -- set-up ---------------------------------------------------------------------------
     def _validate(self) -> None:
@@ -186,35 +173,18 @@ class V1Trainer:
             "batches": self.batches.state_dict(),
             "rafd": self.rafd_batches.state_dict() if self.rafd_batches else None,
             "rng": common.rng_state()})
-        return {"format": "stargan-rt-train-v1", "iter": self.it, "config": common.primitive(self.cfg),
-                "G": self.G.state_dict(), "D": self.D.state_dict(),
+        return {"G": self.G.state_dict(), "D": self.D.state_dict(),
                 "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
-                "elapsed_s": self.clock.total(),
                 "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict(),
                 "lr": {"g": self.g_opt.param_groups[0]["lr"],
                        "d": self.d_opt.param_groups[0]["lr"]},
                 "ranks": data_states}
 
-    def save(self) -> None:
-        state = self.state()  # collective: every rank takes part
-        if self.dist.main:
-            common.save_checkpoint(self.out, state)
-        self.dist.barrier()
-
-    def try_resume(self) -> bool:
-        path = self.out / common.CKPT_NAME
-        if not path.exists():
-            return False
-        state = common.load_checkpoint(path)
-        if state.get("format") != "stargan-rt-train-v1":
-            raise UserError(f"{path}: not a stargan-rt v1 training checkpoint; "
-                            "use `stargan-rt train v2` for v2 runs or a new --out")
-        common.check_same_settings(state["config"], self.cfg, RUN_KEYS, path)
+    def load_state(self, state: dict) -> None:
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         if self.G_ema is not None:
             self.G_ema.load_state_dict(state["G_ema"])
-        self.resumed_elapsed = float(state["elapsed_s"])
         self.g_opt.load_state_dict(state["g_opt"])
         self.d_opt.load_state_dict(state["d_opt"])
         common.set_lr(self.g_opt, state["lr"]["g"])
@@ -224,8 +194,6 @@ class V1Trainer:
         if self.rafd_batches and mine["rafd"]:
             self.rafd_batches.load_state_dict(mine["rafd"])
         common.set_rng_state(mine["rng"])
-        self.it = int(state["iter"])
-        return True
 
     # -- losses ---------------------------------------------------------------------------
     def _cls_loss(self, logits, target, which: str):
@@ -400,6 +368,3 @@ class V1Trainer:
 
     def learning_rates(self) -> dict:
         return {"g_lr": self.g_opt.param_groups[0]["lr"], "d_lr": self.d_opt.param_groups[0]["lr"]}
-
-    def train(self) -> dict:
-        return common.run_training(self)

@@ -51,13 +51,7 @@ RUN_KEYS = ("domains", "image_size", "dim_in", "max_conv_dim", "style_dim", "lat
 
 
 def make_config(preset: str, **overrides) -> dict:
-    if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    cfg = dict(PRESETS[preset], preset=preset, seed=0, domains=None, holdout=0.02)
-    for key, value in overrides.items():
-        if value is not None:
-            cfg[key] = value
-    return cfg
+    return common.make_config(PRESETS, preset, {"domains": None}, overrides)
 
 
 def he_init(module: nn.Module) -> None:
@@ -90,16 +84,13 @@ def load_fan(path: Path) -> FAN:
     return fan.eval()
 
 
-class V2Trainer:
+class V2Trainer(common.Trainer):
+    ARCH = "v2"
+    RUN_KEYS = RUN_KEYS
+
     def __init__(self, data_dir, out_dir, cfg: dict, resume: bool = False, fan=None,
                  device: str | None = None, quiet: bool = False, data=None):
-        self.cfg = cfg
-        self.out = Path(out_dir)
-        self.device = common.pick_device(device)
-        self.dist = common.Dist(self.device)
-        common.set_threads(cfg.get("threads", 0), self.dist.world)
-        cfg["world"] = self.dist.world
-        self.quiet, self.resume = quiet, resume
+        super().__init__(out_dir, cfg, resume, device, quiet)
         self._validate(fan)
         if data is None:
             data = load_folders(data_dir, cfg["image_size"], domains=cfg.get("domains"))
@@ -116,9 +107,6 @@ class V2Trainer:
                                  self.dist.rank, self.dist.world)
         self.fan = load_fan(fan).to(self.device) if cfg["w_hpf"] > 0 else None
         self._build()
-        self.it = 0
-        self.sched_it = 0.0
-        self.resumed_elapsed = 0.0
 
     def _validate(self, fan) -> None:
         cfg = self.cfg
@@ -166,31 +154,16 @@ class V2Trainer:
     def state(self) -> dict:
         ranks = self.dist.gather_objects({"batches": self.batches.state_dict(),
                                           "rng": common.rng_state()})
-        return {"format": "stargan-rt-train-v2", "iter": self.it, "config": common.primitive(self.cfg),
-                "nets": {k: m.state_dict() for k, m in self._nets().items()},
+        return {"nets": {k: m.state_dict() for k, m in self._nets().items()},
                 "opt": {k: o.state_dict() for k, o in self.opt.items()},
                 "lr": {k: o.param_groups[0]["lr"] for k, o in self.opt.items()},
-                "elapsed_s": self.clock.total(), "ranks": ranks}
+                "ranks": ranks}
 
     def _nets(self) -> dict:
         return {"G": self.G, "F": self.F, "E": self.E, "D": self.D, "G_ema": self.G_ema,
                 "F_ema": self.F_ema, "E_ema": self.E_ema}
 
-    def save(self) -> None:
-        state = self.state()
-        if self.dist.main:
-            common.save_checkpoint(self.out, state)
-        self.dist.barrier()
-
-    def try_resume(self) -> bool:
-        path = self.out / common.CKPT_NAME
-        if not path.exists():
-            return False
-        state = common.load_checkpoint(path)
-        if state.get("format") != "stargan-rt-train-v2":
-            raise UserError(f"{path}: not a stargan-rt v2 training checkpoint; "
-                            "use `stargan-rt train v1` for v1 runs or a new --out")
-        common.check_same_settings(state["config"], self.cfg, RUN_KEYS, path)
+    def load_state(self, state: dict) -> None:
         for k, m in self._nets().items():
             m.load_state_dict(state["nets"][k])
         for k, o in self.opt.items():
@@ -199,9 +172,6 @@ class V2Trainer:
         mine = state["ranks"][self.dist.rank]
         self.batches.load_state_dict(mine["batches"])
         common.set_rng_state(mine["rng"])
-        self.it = int(state["iter"])
-        self.resumed_elapsed = float(state["elapsed_s"])
-        return True
 
     # -- losses ---------------------------------------------------------------------------
     def _masks(self, x):
@@ -343,6 +313,3 @@ class V2Trainer:
 
     def learning_rates(self) -> dict:
         return {"lr": self.opt["G"].param_groups[0]["lr"]}
-
-    def train(self) -> dict:
-        return common.run_training(self)
