@@ -251,6 +251,7 @@ def test_v1_resume_matches_uninterrupted_run(celeba, tmp_path, capsys):
     assert sorted(rows) == [1, 2, 3, 4, 5, 6]
     assert all(np.isfinite(v) for r in rows.values() for v in r.values())
     assert "G/cls" in rows[1] and "D/gp" in rows[1]       # tiny preset: G step every iteration
+    assert "C/cls" in rows[1] and "G/cls_aux" in rows[1]  # and the auxiliary classifier
 
     # "killed" right after the iteration-3 checkpoint, then resumed
     from stargan_train.solver_v1 import V1Trainer as T
@@ -271,6 +272,8 @@ def test_v1_resume_matches_uninterrupted_run(celeba, tmp_path, capsys):
     assert bundle.manifest.source["weights"] == "EMA (beta 0.999)"   # the tiny preset's G
     ckpt = torch.load(part / "checkpoint.pt", weights_only=True)
     assert not torch.equal(ckpt["G_ema"]["main.0.weight"], ckpt["G"]["main.0.weight"])
+    assert ckpt["C"] is not None and ckpt["c_opt"]["state"]   # resumed with the run
+    assert set(bundle.state_dict("discriminator")) == set(ckpt["D"])  # C stays out of bundles
     assert ckpt["elapsed_s"] > 0
     g = load_network(bundle, "generator")
     d = load_network(bundle, "discriminator")
@@ -286,13 +289,28 @@ def test_v1_resume_matches_uninterrupted_run(celeba, tmp_path, capsys):
     assert "other settings" in capsys.readouterr().err
 
 
-def test_v1_identity_loss_option(celeba, tmp_path):
+def test_v1_identity_loss_and_no_auxiliary_classifier(celeba, tmp_path):
     out = tmp_path / "id"
     assert run_cli("train", "v1", "--data", celeba, "--attrs", ATTRS, "--iters", "2",
-                   "--lambda-id", "2", "--out", out, *V1_SMALL) == 0
+                   "--lambda-id", "2", "--lambda-cls-aux", "0", "--out", out, *V1_SMALL) == 0
     rows = loss_rows(out)
     assert rows[2]["G/id"] > 0 and np.isfinite(rows[2]["G/id"])
-    assert json.loads((out / "config.json").read_text())["lambda_id"] == 2.0
+    assert "C/cls" not in rows[2] and "G/cls_aux" not in rows[2]
+    config = json.loads((out / "config.json").read_text())
+    assert config["lambda_id"] == 2.0 and config["lambda_cls_aux"] == 0.0
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["C"] is None
+
+
+def test_v1_paper_preset_is_the_official_configuration_without_additions():
+    cfg = v1_config("paper")
+    assert (cfg["image_size"], cfg["conv_dim"], cfg["repeat_num"], cfg["batch"]) == (128, 64, 6, 16)
+    assert (cfg["lambda_cls"], cfg["lambda_cls_g"], cfg["lambda_rec"], cfg["lambda_gp"]) == (
+        1, 1, 10, 10)
+    assert (cfg["n_critic"], cfg["g_lr"], cfg["d_lr"], cfg["beta1"], cfg["beta2"]) == (
+        5, 1e-4, 1e-4, 0.5, 0.999)
+    assert (cfg["iters"], cfg["decay_iters"]) == (200000, 100000)
+    for addition in ("p_single", "augment", "ema_beta", "lambda_id", "lambda_cls_aux"):
+        assert cfg[addition] == 0, addition
 
 
 def test_checkpoint_disk_full_keeps_previous(tmp_path, monkeypatch):

@@ -70,6 +70,16 @@ class Dist:
             g.copy_(flat[offset:offset + n].view_as(g))
             offset += n
 
+    def average_buffers(self, module: torch.nn.Module) -> None:
+        """All-reduce (mean) the floating-point buffers, e.g. BatchNorm running statistics that
+        the module uses in eval mode: each rank sees other images, and all must judge alike."""
+        if not self.enabled:
+            return
+        for buf in module.buffers():
+            if buf.is_floating_point():
+                dist.all_reduce(buf.data)
+                buf.data.div_(self.world)
+
     def all_reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
         if not self.enabled or not values:
             return values

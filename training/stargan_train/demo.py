@@ -7,7 +7,7 @@
 3. writes the bundles (v1: generator + discriminator; v2: EMA generator, mapping network, style encoder) to
    stargan_rt/assets/models/demo-v1 and demo-v2, replacing the old ones atomically.
 
-Everything is seeded; on the quiet 2-core development CPU the v1 run took 14.2 min (5000 it) and
+Everything is seeded; on the quiet 2-core development CPU the v1 run took 16.1 min (5000 it) and
 the v2 run 14.8 min (1500 it). The tiny presets stop at their --max-minutes limits (17 min), so
 on a slower or busier machine a run can stop at an earlier iteration, its schedules following
 the time (the bundle's manifest records the iteration and whether it stopped early).

@@ -5,6 +5,8 @@ Losses (FACTS-stargan.md):
   G (every n_critic D steps): -mean D_src(G(x, c_trg)) + lambda_rec * L1(x, G(G(x, c_trg), c_org))
                               + lambda_cls_g * cls(D_cls(G(x, c_trg)), c_trg)
                               [+ lambda_id * L1(x, G(x, c_org)): not in the paper; optional]
+                              [+ lambda_cls_aux * cls(C(G(x, c_trg)), c_trg): not in the paper]
+  C (lambda_cls_aux > 0): a separate attribute classifier trained on the real images each step.
   cls: CelebA attributes BCE-with-logits summed over attributes, mean over the batch; RaFD classes
   cross-entropy; joint CelebA+RaFD ("both"): label = [celeba, rafd one-hot, mask(2)], D's
   classification uses only the valid slice, batches alternate data sets.
@@ -15,7 +17,8 @@ The ``paper`` preset is the official configuration (lambda_cls_g = lambda_cls = 
 targets are the batch's shuffled labels, no augmentation, no EMA). The ``tiny`` preset is tuned
 for small CPU runs at 64 px; its additions are optional settings of the same loop: single
 test-style target edits (p_single), DiffAugment translation of everything D sees (augment, see
-augment.py) and an EMA copy of G that the bundle holds (ema_beta).
+augment.py), an EMA copy of G that the bundle holds (ema_beta) and the auxiliary classifier
+for G (lambda_cls_aux, see build_attribute_classifier).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import copy
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from stargan_rt.bundle import Domain, Manifest, default_aliases, write_bundle
@@ -36,10 +40,33 @@ from .data import (V1Batches, detect_layout, load_celeba, load_folders, mixed_ta
 
 DEFAULT_ATTRS = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"]
 
+
+def build_attribute_classifier(outputs: int) -> nn.Sequential:
+    """The training-only classifier behind ``lambda_cls_aux``: learns the labels from real images
+    only (like D's classifier head) and G's classification loss asks it as well as D.
+
+    Why: on faces with small smiles D's head (strided 4x4 convs, shared with the WGAN critic)
+    stayed at chance on held-out smiles, and so did a strided GroupNorm classifier; G cannot learn
+    an edit its judge cannot see. 3x3 convs with BatchNorm and max-pooling keep 1-2 px detail
+    and learn it in a few epochs. Widths and head differ from `stargan-rt eval`'s judge (global
+    max instead of average pooling, no dropout), so the two are not the same network. Asked in
+    eval mode by G (BatchNorm statistics of real images). Not written to the bundle.
+    """
+    layers: list[nn.Module] = []
+    dim = 3
+    for out in (16, 32, 48, 96, 128):
+        layers += [nn.Conv2d(dim, out, 3, 1, 1, bias=False), nn.BatchNorm2d(out),
+                   nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        dim = out
+    layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(dim, outputs)]
+    return nn.Sequential(*layers)
+
+
 PRESETS = {
     # Official StarGAN v1 (CelebA, 128 px).
     "paper": dict(image_size=128, conv_dim=64, repeat_num=6, d_conv_dim=64, d_repeat_num=6,
-                  lambda_cls=1.0, lambda_cls_g=1.0, lambda_rec=10.0, lambda_gp=10.0, n_critic=5,
+                  lambda_cls=1.0, lambda_cls_g=1.0, lambda_cls_aux=0.0, lambda_rec=10.0,
+                  lambda_gp=10.0, n_critic=5,
                   g_lr=1e-4, d_lr=1e-4, beta1=0.5, beta2=0.999, batch=16, iters=200000,
                   decay_iters=100000, p_single=0.0, augment=0.0, ema_beta=0.0, lambda_id=0.0,
                   bf16=False,
@@ -48,11 +75,13 @@ PRESETS = {
     # Small CPU run at 64 px: a narrow G (conv_dim 16, 3 residual blocks), a 5-layer D, batch 8,
     # a G step after every D step, stronger classification weights (D 2, G 4) and 3/4 of the
     # targets single test-style edits (see data.mixed_targets), D's inputs shifted by up to 1/8
-    # (augment), an EMA generator, bf16 autocast (2.3x faster than fp32 here), CPU threads from
-    # the machine's idle cores. iters fits 17 minutes on a quiet 2-core machine; a slower one
+    # (augment), an EMA generator, G also judged by a separate classifier (lambda_cls_aux: D's
+    # head never learned subtle smiles), bf16 autocast (2.3x faster than fp32 here), CPU threads
+    # from the machine's idle cores. iters fits 17 minutes on a quiet 2-core machine; a slower one
     # stops at max_minutes (checkpoint + bundle) with the learning rate decayed on time.
     "tiny": dict(image_size=64, conv_dim=16, repeat_num=3, d_conv_dim=32, d_repeat_num=5,
-                 lambda_cls=2.0, lambda_cls_g=4.0, lambda_rec=10.0, lambda_gp=10.0, n_critic=1,
+                 lambda_cls=2.0, lambda_cls_g=4.0, lambda_cls_aux=4.0, lambda_rec=10.0,
+                 lambda_gp=10.0, n_critic=1,
                  g_lr=2e-4, d_lr=2e-4, beta1=0.5, beta2=0.999, batch=8, iters=5000,
                  decay_iters=2500, p_single=0.75, augment=0.125, ema_beta=0.999, lambda_id=0.0,
                  bf16=True,
@@ -62,7 +91,8 @@ PRESETS = {
 
 # Settings a resumed run must share with the checkpoint.
 RUN_KEYS = ("dataset", "attrs", "image_size", "conv_dim", "repeat_num", "d_conv_dim",
-            "d_repeat_num", "lambda_cls", "lambda_cls_g", "lambda_rec", "lambda_gp", "n_critic",
+            "d_repeat_num", "lambda_cls", "lambda_cls_g", "lambda_cls_aux", "lambda_rec",
+            "lambda_gp", "n_critic",
             "g_lr", "d_lr", "beta1", "beta2", "batch", "iters", "decay_iters", "p_single",
             "augment", "ema_beta", "lambda_id", "bf16", "seed", "world")
 
@@ -157,13 +187,19 @@ class V1Trainer(common.Trainer):
         if cfg.get("channels_last"):
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
-        self.dist.broadcast_module(self.G)
-        self.dist.broadcast_module(self.D)
+        self.C = (build_attribute_classifier(self.d_c_dim).to(self.device)
+                  if cfg["lambda_cls_aux"] else None)
+        for net in (self.G, self.D, self.C):
+            if net is not None:
+                self.dist.broadcast_module(net)
         # The EMA copy is what the bundle holds (ema_beta > 0); it only ever averages G.
         self.G_ema = copy.deepcopy(self.G).eval() if cfg.get("ema_beta") else None
         betas = (cfg["beta1"], cfg["beta2"])
         self.g_opt = torch.optim.Adam(self.G.parameters(), cfg["g_lr"], betas)
         self.d_opt = torch.optim.Adam(self.D.parameters(), cfg["d_lr"], betas)
+        # A plain classifier: its own fixed rate, no GAN-style betas.
+        self.c_opt = (torch.optim.Adam(self.C.parameters(), 2e-3) if self.C is not None
+                      else None)
         # Per-rank stream for targets, GP interpolation: differs between ranks, saved in ckpts.
         torch.manual_seed(cfg["seed"] * 1000 + self.dist.rank)
 
@@ -176,6 +212,8 @@ class V1Trainer(common.Trainer):
         return {"G": self.G.state_dict(), "D": self.D.state_dict(),
                 "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
                 "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict(),
+                "C": self.C.state_dict() if self.C is not None else None,
+                "c_opt": self.c_opt.state_dict() if self.C is not None else None,
                 "lr": {"g": self.g_opt.param_groups[0]["lr"],
                        "d": self.d_opt.param_groups[0]["lr"]},
                 "ranks": data_states}
@@ -187,6 +225,9 @@ class V1Trainer(common.Trainer):
             self.G_ema.load_state_dict(state["G_ema"])
         self.g_opt.load_state_dict(state["g_opt"])
         self.d_opt.load_state_dict(state["d_opt"])
+        if self.C is not None:
+            self.C.load_state_dict(state["C"])
+            self.c_opt.load_state_dict(state["c_opt"])
         common.set_lr(self.g_opt, state["lr"]["g"])
         common.set_lr(self.d_opt, state["lr"]["d"])
         mine = state["ranks"][self.dist.rank]
@@ -274,9 +315,25 @@ class V1Trainer(common.Trainer):
         losses = {"D/real": d_real.item(), "D/fake": d_fake.item(), "D/cls": d_cls.item(),
                   "D/gp": d_gp.item()}
 
+        # The auxiliary classifier learns from the same real batch.
+        if self.C is not None:
+            with common.autocast(bf16, self.device):
+                c_loss = self._cls_loss(self._d_cls_slice(self.C(translate(x, shift)), which),
+                                        label_org, cls_kind)
+            self.c_opt.zero_grad(set_to_none=True)
+            c_loss.backward()
+            self.dist.average_gradients([self.C])
+            self.c_opt.step()
+            self.dist.average_buffers(self.C)
+            losses["C/cls"] = c_loss.item()
+
         # Generator, every n_critic D steps.
         if (it + 1) % cfg["n_critic"] == 0:
-            self.D.requires_grad_(False)
+            judges = [n for n in (self.D, self.C) if n is not None]
+            for net in judges:
+                net.requires_grad_(False)
+            if self.C is not None:
+                self.C.eval()
             try:
                 lambda_id = cfg.get("lambda_id", 0.0)
                 with common.autocast(bf16, self.device):
@@ -285,13 +342,17 @@ class V1Trainer(common.Trainer):
                         g_id = (x.float() - x_id.float()).abs().mean()
                     else:
                         x_fake, g_id = self.G(x, c_trg), torch.zeros(())
-                    out_src, out_cls = self.D(translate(x_fake, shift))
+                    seen = translate(x_fake, shift)
+                    out_src, out_cls = self.D(seen)
                     g_fake = -out_src.float().mean()
                     g_cls = self._cls_loss(self._d_cls_slice(out_cls, which), label_trg, cls_kind)
+                    g_cls_aux = (self._cls_loss(self._d_cls_slice(self.C(seen), which),
+                                                label_trg, cls_kind)
+                                 if self.C is not None else torch.zeros(()))
                     x_rec = self.G(x_fake, c_org)
                     g_rec = (x.float() - x_rec.float()).abs().mean()
                 g_loss = (g_fake + cfg["lambda_rec"] * g_rec + cfg["lambda_cls_g"] * g_cls
-                          + lambda_id * g_id)
+                          + cfg["lambda_cls_aux"] * g_cls_aux + lambda_id * g_id)
                 self.g_opt.zero_grad(set_to_none=True)
                 g_loss.backward()
                 self.dist.average_gradients([self.G])
@@ -299,10 +360,15 @@ class V1Trainer(common.Trainer):
                 if self.G_ema is not None:
                     common.ema_update(self.G_ema, self.G, cfg["ema_beta"])
             finally:
-                self.D.requires_grad_(True)
+                for net in judges:
+                    net.requires_grad_(True)
+                if self.C is not None:
+                    self.C.train()
             losses.update({"G/fake": g_fake.item(), "G/rec": g_rec.item(), "G/cls": g_cls.item()})
             if lambda_id > 0:
                 losses["G/id"] = g_id.item()
+            if self.C is not None:
+                losses["G/cls_aux"] = g_cls_aux.item()
         return losses
 
     # -- samples, bundle --------------------------------------------------------------------
