@@ -45,8 +45,8 @@ def _common(p) -> None:
 # Hyper-parameter options, by type (each --name-with-dashes sets the config key); the ones with
 # help texts of their own are added by hand and listed in *_NAMED.
 V1_INTS = ("conv_dim", "repeat_num", "d_conv_dim", "d_repeat_num", "n_critic")
-V1_FLOATS = ("lambda_cls", "lambda_cls_g", "lambda_cls_aux", "lambda_rec", "lambda_gp", "lambda_id", "g_lr", "d_lr",
-             "p_single")
+V1_FLOATS = ("lambda_cls", "lambda_cls_g", "lambda_cls_aux", "lambda_rec", "lambda_gp", "lambda_id",
+             "g_lr", "d_lr", "p_single")
 V1_NAMED = ("augment", "ema_beta", "decay_iters")
 V2_INTS = ("dim_in", "max_conv_dim", "style_dim", "latent_dim", "hidden_dim")
 V2_FLOATS = ("lambda_reg", "lambda_sty", "lambda_ds", "lambda_cyc", "lr", "f_lr", "weight_decay",
