@@ -49,8 +49,9 @@ def build_attribute_classifier(outputs: int) -> nn.Sequential:
     stayed at chance on held-out smiles, and so did a strided GroupNorm classifier; G cannot learn
     an edit its judge cannot see. 3x3 convs with BatchNorm and max-pooling keep 1-2 px detail
     and learn it in a few epochs. Widths and head differ from `stargan-rt eval`'s judge (global
-    max instead of average pooling, no dropout), so the two are not the same network. Asked in
-    eval mode by G (BatchNorm statistics of real images). Not written to the bundle.
+    max instead of average pooling, no dropout), so the two are not the same network. In train
+    mode only for its own step; G asks it in eval mode (BatchNorm statistics of real images).
+    Not written to the bundle.
     """
     layers: list[nn.Module] = []
     dim = 3
@@ -315,8 +316,9 @@ class V1Trainer(common.Trainer):
         losses = {"D/real": d_real.item(), "D/fake": d_fake.item(), "D/cls": d_cls.item(),
                   "D/gp": d_gp.item()}
 
-        # The auxiliary classifier learns from the same real batch.
+        # The auxiliary classifier learns from the same real batch; it is asked in eval mode.
         if self.C is not None:
+            self.C.train()
             with common.autocast(bf16, self.device):
                 c_loss = self._cls_loss(self._d_cls_slice(self.C(translate(x, shift)), which),
                                         label_org, cls_kind)
@@ -325,6 +327,7 @@ class V1Trainer(common.Trainer):
             self.dist.average_gradients([self.C])
             self.c_opt.step()
             self.dist.average_buffers(self.C)
+            self.C.eval()
             losses["C/cls"] = c_loss.item()
 
         # Generator, every n_critic D steps.
@@ -332,8 +335,6 @@ class V1Trainer(common.Trainer):
             judges = [n for n in (self.D, self.C) if n is not None]
             for net in judges:
                 net.requires_grad_(False)
-            if self.C is not None:
-                self.C.eval()
             try:
                 lambda_id = cfg.get("lambda_id", 0.0)
                 with common.autocast(bf16, self.device):
@@ -362,8 +363,6 @@ class V1Trainer(common.Trainer):
             finally:
                 for net in judges:
                     net.requires_grad_(True)
-                if self.C is not None:
-                    self.C.train()
             losses.update({"G/fake": g_fake.item(), "G/rec": g_rec.item(), "G/cls": g_cls.item()})
             if lambda_id > 0:
                 losses["G/id"] = g_id.item()
