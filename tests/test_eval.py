@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from stargan_train import evaluate as ev  # noqa: E402
 from stargan_train import metrics  # noqa: E402
-from stargan_train.synth import make_face, synthesize  # noqa: E402
+from stargan_rt.synth import make_face, synthesize  # noqa: E402
 
 ATTRS = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Smiling", "Eyeglasses"]
 SEED = 17

@@ -131,11 +131,11 @@ def test_parity_fails_with_exit_1_when_a_threshold_is_missed(cli, bundles, cache
 def test_parity_on_an_image_folder(cli, bundles, cache_dir, tmp_path):
     import cv2
 
-    from stargan_rt.export.calibration import drawn_faces
+    from stargan_rt.export.calibration import synthetic_faces
 
     folder = tmp_path / "faces"
     folder.mkdir()
-    for i, face in enumerate(drawn_faces(48, 32, seed=11)):
+    for i, face in enumerate(synthetic_faces(48, 32, seed=11)):
         cv2.imwrite(str(folder / f"{i:03d}.png"), face)
     result = cli("parity", "--model", bundles["v1"], "--target", "onnxruntime", "--precision",
                  "fp32", "--images", folder, "--cache-dir", cache_dir)

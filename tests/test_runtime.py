@@ -35,9 +35,9 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def faces():
-    from stargan_rt.export.calibration import drawn_faces
+    from stargan_rt.export.calibration import synthetic_faces
 
-    return drawn_faces(SIZE, 6, seed=3)
+    return synthetic_faces(SIZE, 6, seed=3)
 
 
 def test_same_interface_as_the_reference():

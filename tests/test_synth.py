@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stargan_train import synth
-from stargan_train.synth import make_face, synthesize
+from stargan_rt import synth
+from stargan_rt.synth import make_face, synthesize
 
 # The 40 CelebA attribute names in the official order, written out independently of synth.py.
 OFFICIAL_40 = """5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips

@@ -53,7 +53,7 @@ def register(subparsers) -> None:
 
 def run_synth(args) -> int:
     try:
-        from stargan_train.synth import haar_detection_rate, make_face, synthesize
+        from stargan_rt.synth import haar_detection_rate, make_face, synthesize
     except ImportError as exc:  # the training package ships with stargan-rt; be explicit anyway
         raise UserError(f"the training package (stargan_train) is not importable ({exc}); "
                         "reinstall stargan-rt with `pip install -e .`")

@@ -1,6 +1,6 @@
 """Re-create the built-in demo models: ``python -m stargan_train.demo``.
 
-1. renders the synthetic face sets (stargan_train.synth): a CelebA-layout set at 64 px and a
+1. renders the synthetic face sets (stargan_rt.synth): a CelebA-layout set at 64 px and a
    three-domain hair-colour folder set at 64 px;
 2. trains StarGAN v1 with ``--preset tiny`` on Black_Hair, Blond_Hair, Brown_Hair, Smiling,
    Eyeglasses and StarGAN v2 with ``--preset tiny`` (w_hpf 0) on black/blond/brown hair;
@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     from stargan_train.solver_v1 import make_config as v1_config
     from stargan_train.solver_v2 import V2Trainer
     from stargan_train.solver_v2 import make_config as v2_config
-    from stargan_train.synth import synthesize
+    from stargan_rt.synth import synthesize
 
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
