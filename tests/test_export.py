@@ -140,8 +140,8 @@ def test_corrupt_or_truncated_onnx_is_a_clear_error(exported, tmp_path):
     for name, data in cases.items():
         path = tmp_path / name
         path.write_bytes(data)
-        for call in (lambda: load_model(path), lambda: fuse_adain(path, tmp_path / "o.onnx"),
-                     lambda: to_precision(path, tmp_path / "o.onnx", "fp16")):
+        for call in (lambda p=path: load_model(p), lambda p=path: fuse_adain(p, tmp_path / "o.onnx"),
+                     lambda p=path: to_precision(p, tmp_path / "o.onnx", "fp16")):
             with pytest.raises(UserError) as err:
                 call()
             assert str(path) in str(err.value) and "export" in str(err.value)

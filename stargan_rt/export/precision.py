@@ -17,10 +17,11 @@ ConvTranspose only (the compute; no Q/DQ around InstanceNormalization, Resize, t
 arithmetic or the frame I/O), int8 symmetric activations (zero point 0), per-channel symmetric
 weights (Conv axis 0, ConvTranspose axis 1), no output quantization, float biases. Calibrated
 (99.99th percentile of |x| up to 128 px, max |x| above) on >= 256 real frames; the first and
-last conv (image in / out, 3 channels) stay fp32. Accuracy guard: the int8 graph is compared with the fp32 graph on 32 of
-the calibration frames; below INT8_MIN_PSNR (32 dB) convs go back to fp32 from the input side, 1, 2,
-4, ... more at a time, until it passes (recorded in the metadata key ``int8``). Everything not quantized
-stays fp32. Quantize the unfused graph (ORT has to run it to calibrate), then fuse AdaIN:
+last conv (image in / out, 3 channels) stay fp32. Accuracy guard: the int8 graph is compared
+with the fp32 graph on 32 of the calibration frames; below INT8_MIN_PSNR (32 dB) convs go back to
+fp32 from the input side, 1, 2, 4, ... more at a time, until it passes (recorded in the metadata
+key ``int8``). Everything not quantized stays fp32. Quantize the unfused graph (ORT has to run it
+to calibrate), then fuse AdaIN:
 `prepare_graph` does it in that order (fp16 the other way round: fuse, then convert).
 """
 from __future__ import annotations

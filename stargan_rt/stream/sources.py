@@ -27,7 +27,7 @@ SAMPLE_VIDEO = Path(__file__).resolve().parent.parent / "assets" / "sample.mp4"
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 
 
-class SourceDied(RuntimeError):
+class SourceDied(RuntimeError):  # noqa: N818 - reads as the event it reports
     """The source failed mid-stream; the message says what happened."""
 
 
