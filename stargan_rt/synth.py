@@ -23,6 +23,7 @@ Layouts:
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -53,6 +54,15 @@ RENDERED_ATTRIBUTES = (
 )
 
 HAIR_DOMAINS = ("black_hair", "blond_hair", "brown_hair", "gray_hair")
+# What ``sample_face(force=...)`` can fix: hair colour name, or True/False for the others.
+FORCE_KEYS = ("hair", "smile", "glasses", "male", "young")
+# CelebA attribute -> the face property it renders (hair colours are one exclusive property).
+ATTRIBUTE_FORCE = {
+    "Black_Hair": ("hair", "black"), "Blond_Hair": ("hair", "blond"),
+    "Brown_Hair": ("hair", "brown"), "Gray_Hair": ("hair", "gray"),
+    "Smiling": ("smile", True), "Eyeglasses": ("glasses", True), "Male": ("male", True),
+    "Young": ("young", True),
+}
 # Folder-layout domains: name -> (group, value). Domains of one run must share a group.
 FOLDER_DOMAINS = {
     "black_hair": ("hair", "black"), "blond_hair": ("hair", "blond"),
@@ -124,7 +134,12 @@ def sample_face(rng: np.random.Generator, hair_choices=DEFAULT_CELEBA_HAIR,
                 force: dict | None = None) -> Face:
     """Draw the attributes of one face; ``force`` fixes some (keys hair/smile/glasses/male)."""
     force = force or {}
-    # Draw every value even when forced, so a forced face differs only in what was forced.
+    unknown = set(force) - set(FORCE_KEYS)
+    if unknown:
+        raise ValueError(f"unknown face attribute(s) to force: {', '.join(sorted(unknown))}; "
+                         f"valid: {', '.join(FORCE_KEYS)}")
+    # Draw every value even when forced, so a forced face differs only in what was forced
+    # (the counterfactuals of `stargan-rt eval` rely on this).
     hair = str(rng.choice([h.split("_")[0] for h in hair_choices]))
     male, smiling, glasses = (bool(v < 0.5) for v in rng.random(3))
     age, bangs_u, lipstick_u, stubble_u = rng.random(4)
@@ -133,7 +148,7 @@ def sample_face(rng: np.random.Generator, hair_choices=DEFAULT_CELEBA_HAIR,
     male = bool(force.get("male", male))
     smiling = bool(force.get("smile", smiling))
     glasses = bool(force.get("glasses", glasses))
-    young = bool(age < (0.25 if hair == "gray" else 0.85))
+    young = bool(force.get("young", age < (0.25 if hair == "gray" else 0.85)))
     bangs = bool(bangs_u < (0.2 if male else 0.4))
     lipstick = (not male) and bool(lipstick_u < 0.6)
     stubble = male and bool(stubble_u < 0.3)
@@ -501,6 +516,61 @@ def render_face(face: Face, rng: np.random.Generator, size: int,
     return np.ascontiguousarray(rgb[..., ::-1])
 
 
+RECIPE_FILE = "synth.json"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How `synthesize` made a data set: enough to re-render any of its faces, alone, with
+    chosen attributes changed and everything else (pose, identity, lighting, noise) as it was.
+    Written as ``synth.json`` beside the images."""
+    seed: int
+    image_size: int
+    layout: str
+    hair_choices: tuple[str, ...]
+    subtlety: float
+
+    def face(self, file: str, changes: dict | None = None) -> tuple[Face, np.ndarray]:
+        """The face stored as ``file`` (``000042.jpg``, or ``<domain>/000042.png`` in the
+        folder layout), re-rendered with ``changes`` (FORCE_KEYS) applied."""
+        path = Path(file)
+        try:
+            index = int(path.stem) - 1
+        except ValueError:
+            raise UserError(f"{file}: not a file name written by `stargan-rt data synth` "
+                            "(expected a 6-digit index such as 000042.png)") from None
+        force = {}
+        if self.layout == "folders" and path.parent.name in FOLDER_DOMAINS:
+            group, value = FOLDER_DOMAINS[path.parent.name]
+            force[group] = value
+        force.update(changes or {})
+        return make_face(self.seed, index, self.image_size, self.hair_choices, force,
+                         self.subtlety)
+
+    def as_dict(self) -> dict:
+        return {"generator": "stargan-rt data synth", "version": 1, "seed": self.seed,
+                "image_size": self.image_size, "layout": self.layout,
+                "hair_choices": list(self.hair_choices), "subtlety": self.subtlety}
+
+
+def read_recipe(root: str | os.PathLike) -> Recipe | None:
+    """The recipe of a synthetic data set, or None when ``root`` has none (e.g. CelebA)."""
+    path = Path(root) / RECIPE_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        recipe = Recipe(int(data["seed"]), int(data["image_size"]), str(data["layout"]),
+                        tuple(str(h) for h in data["hair_choices"]), float(data["subtlety"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: unreadable synthetic data recipe ({exc}); re-create the data "
+                        "set with `stargan-rt data synth` or delete the file") from None
+    if recipe.layout not in LAYOUTS or any(h not in HAIR_DOMAINS for h in recipe.hair_choices):
+        raise UserError(f"{path}: layout {recipe.layout!r} or hair colours "
+                        f"{list(recipe.hair_choices)} are not ones `stargan-rt data synth` writes")
+    return recipe
+
+
 def face_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(index)])
 
@@ -666,6 +736,15 @@ def synthesize(out: str | os.PathLike, count: int = 2000, image_size: int = 64,
         if progress:
             progress(done, count)
     summary["positives"] = positives
+
+    hair_choices = chosen if layout == "celeba" else DEFAULT_CELEBA_HAIR
+    recipe = Recipe(seed, image_size, layout, tuple(hair_choices), float(subtlety))
+    try:
+        (out / RECIPE_FILE).write_text(json.dumps(recipe.as_dict(), indent=2) + "\n",
+                                       encoding="ascii")
+    except OSError as exc:
+        raise UserError(f"{out / RECIPE_FILE}: cannot write ({exc.strerror or exc}); is the disk "
+                        f"full? The data set in {out} is incomplete: delete it and run again")
 
     # The index file last, via temp + rename: its presence marks a complete data set.
     if layout == "celeba":

@@ -47,17 +47,26 @@ def _common(p) -> None:
 V1_INTS = ("conv_dim", "repeat_num", "d_conv_dim", "d_repeat_num", "n_critic")
 V1_FLOATS = ("lambda_cls", "lambda_cls_g", "lambda_cls_aux", "lambda_rec", "lambda_gp", "lambda_id",
              "g_lr", "d_lr", "p_single")
-V1_NAMED = ("augment", "ema_beta", "decay_iters")
+V1_NAMED = ("augment", "ema_beta", "decay_iters", "lambda_keep", "ae_iters")
 V2_INTS = ("dim_in", "max_conv_dim", "style_dim", "latent_dim", "hidden_dim")
-V2_FLOATS = ("lambda_reg", "lambda_sty", "lambda_ds", "lambda_cyc", "lr", "f_lr", "weight_decay",
-             "ema_beta")
-V2_NAMED = ("w_hpf", "ds_iters")
+V2_FLOATS = ("lambda_reg", "lambda_sty", "lambda_ds", "lambda_cyc", "lambda_id", "lr", "f_lr",
+             "weight_decay", "ema_beta")
+V2_NAMED = ("w_hpf", "ds_iters", "lambda_keep", "ae_iters")
 
 
 def _typed_options(parser, ints, floats) -> None:
     for names, kind in ((ints, int), (floats, float)):
         for name in names:
             parser.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
+
+
+def _warm_start_options(parser) -> None:
+    parser.add_argument("--ae-iters", type=int, dest="ae_iters",
+                        help="first N iterations: G only learns to return its input (L1, the "
+                             "input's own labels / style); 0 = off (paper)")
+    parser.add_argument("--lambda-keep", type=float, dest="lambda_keep",
+                        help="weight of L1(G(x, target), x): change no more than the edit needs; "
+                             "0 = off (paper)")
 
 
 def register(subparsers) -> None:
@@ -79,6 +88,7 @@ def register(subparsers) -> None:
     v1.add_argument("--ema-beta", type=float, dest="ema_beta", help="keep an EMA generator "
                     "(the bundle's weights) with this beta; 0 = off (paper), tiny 0.999")
     v1.add_argument("--decay-iters", type=int, help="linear LR decay over the last N iterations")
+    _warm_start_options(v1)
     v1.set_defaults(func=run_v1)
 
     v2 = archs.add_parser("v2", help="StarGAN v2 (styles; train/<domain>/ folders)")
@@ -90,6 +100,7 @@ def register(subparsers) -> None:
                     "state-dict file) for the face masks when --w-hpf > 0")
     _typed_options(v2, V2_INTS, V2_FLOATS)
     v2.add_argument("--ds-iters", type=int, help="iterations over which lambda_ds decays to 0")
+    _warm_start_options(v2)
     v2.set_defaults(func=run_v2)
 
 

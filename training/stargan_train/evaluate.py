@@ -30,6 +30,8 @@ import numpy as np
 
 from stargan_rt.errors import UserError
 from stargan_rt.imaging import IMAGE_SUFFIXES
+from stargan_rt.synth import read_recipe
+from stargan_train import fidelity
 from stargan_train.data import ATTR_FILE, read_attr_file, test_targets
 
 CLASSIFIER_SIZE = 64           # the classifier sees at most 64 px (downscaled with area)
@@ -422,9 +424,10 @@ def v1_targets(c_org: np.ndarray, names: list[str], kind: str) -> list[np.ndarra
 
 
 def evaluate_v1(adapter, classifier, held: LabelledSet, batch: int = 32,
-                samples: list | None = None) -> dict:
+                samples: list | None = None, recipe=None) -> dict:
     names, kind = held.names, held.kind
     c_org_all = held.onehot()
+    tally = fidelity.Tally(names) if recipe is not None else None
     per = {n: {"correct": 0, "total": 0} for n in names}
     kept = {n: {"kept": 0, "total": 0} for n in names}
     rec_sum, rec_n = 0.0, 0
@@ -437,6 +440,12 @@ def evaluate_v1(adapter, classifier, held: LabelledSet, batch: int = 32,
                 continue
             xs, ct, co = x[active], c_trg[active], c_org[active]
             fake = adapter.translate(xs, ct)
+            truths = None
+            if tally is not None:
+                files = [held.files[start + k] for k in np.flatnonzero(active)]
+                truths = _judge_against_truth(tally, names[i], recipe, files, xs, fake,
+                                              [fidelity.v1_changes(names, o, t)
+                                               for o, t in zip(co, ct)])
             rec = adapter.translate(fake, co)
             rec_sum += float(_l1(rec, xs).sum())
             rec_n += len(xs)
@@ -453,12 +462,15 @@ def evaluate_v1(adapter, classifier, held: LabelledSet, batch: int = 32,
                 per[names[i]]["correct"] += int((pred == i).sum())
             per[names[i]]["total"] += len(xs)
             if samples is not None and start == 0:
-                samples.append((names[i], xs[:4], fake[:4]))
+                samples.append((names[i], xs[:4], *([truths[:4]] if truths is not None else []),
+                                fake[:4]))
     accuracy = {n: (v["correct"] / v["total"] if v["total"] else float("nan"))
                 for n, v in per.items()}
     result = {"target_accuracy": accuracy, "translations": {n: v["total"] for n, v in per.items()},
               "mean_target_accuracy": _nanmean(accuracy.values()),
               "reconstruction_l1": rec_sum / rec_n if rec_n else float("nan")}
+    if tally is not None:
+        result["fidelity"] = tally.summary()
     if kind == "attributes":
         kept_rate = {n: (v["kept"] / v["total"] if v["total"] else float("nan"))
                      for n, v in kept.items()}
@@ -470,11 +482,12 @@ def evaluate_v1(adapter, classifier, held: LabelledSet, batch: int = 32,
 
 
 def evaluate_v2(adapter, classifier, held: LabelledSet, seeds: int = 3, batch: int = 32,
-                samples: list | None = None) -> dict:
+                samples: list | None = None, recipe=None) -> dict:
     if held.kind != "classes":
         raise UserError("StarGAN v2 models are evaluated on the folder layout (train/<domain>/, "
                         "val/<domain>/); this data set is in the CelebA layout")
     names = held.names
+    tally = fidelity.Tally(names) if recipe is not None else None
     per = {n: {"correct": 0, "total": 0} for n in names}
     diversity = {n: [] for n in names}
     rec_sum, rec_n = 0.0, 0
@@ -487,6 +500,14 @@ def evaluate_v2(adapter, classifier, held: LabelledSet, seeds: int = 3, batch: i
                 continue
             xs, ys = x_all[rows], y_all[rows]
             outs = [adapter.translate(xs, t, seed) for seed in range(seeds)]
+            truths = None
+            if tally is not None:
+                files = [held.files[start + k] for k in np.flatnonzero(rows)]
+                prop = fidelity.domain_property(name)
+                changes = [None if prop is None else {prop[0]: prop[1]}] * len(xs)
+                for fake in outs:   # every seed is one edit
+                    truths = _judge_against_truth(tally, name, recipe, files, xs, fake, changes,
+                                                  truths)
             for fake in outs:
                 pred = predict(classifier, fake, "classes")
                 per[name]["correct"] += int((pred == t).sum())
@@ -498,14 +519,35 @@ def evaluate_v2(adapter, classifier, held: LabelledSet, seeds: int = 3, batch: i
             rec_sum += float(_l1(rec, xs).sum())
             rec_n += len(xs)
             if samples is not None and start == 0:
-                samples.append((name, xs[:4], *[o[:4] for o in outs]))
+                samples.append((name, xs[:4], *([truths[:4]] if truths is not None else []),
+                                *[o[:4] for o in outs]))
     accuracy = {n: (v["correct"] / v["total"] if v["total"] else float("nan"))
                 for n, v in per.items()}
     div = {n: (float(np.mean(v)) if v else float("nan")) for n, v in diversity.items()}
-    return {"target_accuracy": accuracy, "translations": {n: v["total"] for n, v in per.items()},
-            "mean_target_accuracy": _nanmean(accuracy.values()),
-            "reconstruction_l1": rec_sum / rec_n if rec_n else float("nan"),
-            "diversity_l1": div, "mean_diversity_l1": _nanmean(div.values()), "seeds": seeds}
+    result = {"target_accuracy": accuracy, "translations": {n: v["total"] for n, v in per.items()},
+              "mean_target_accuracy": _nanmean(accuracy.values()),
+              "reconstruction_l1": rec_sum / rec_n if rec_n else float("nan"),
+              "diversity_l1": div, "mean_diversity_l1": _nanmean(div.values()), "seeds": seeds}
+    if tally is not None:
+        result["fidelity"] = tally.summary()
+    return result
+
+
+def _judge_against_truth(tally, target: str, recipe, files: list[str], sources: np.ndarray,
+                         outputs: np.ndarray, changes: list, truths=None) -> np.ndarray:
+    """Score each output against its counterfactual (rendered unless ``truths`` are given;
+    edits the renderer cannot draw are counted as unjudged); returns the counterfactuals
+    (the input where there is none) for the sample grid."""
+    size = sources.shape[1]
+    if truths is None:
+        truths = np.stack([fidelity.render(recipe, f, size, c) if c is not None else src
+                           for f, c, src in zip(files, changes, sources)])
+    for src, truth, out, c in zip(sources, truths, outputs, changes):
+        if c is None:
+            tally.unjudged[target] += 1
+        else:
+            tally.add(target, src, truth, out)
+    return truths
 
 
 def _nanmean(values) -> float:
@@ -548,6 +590,9 @@ def run_evaluation(model: str | os.PathLike, data: str | os.PathLike, max_images
     if len(held) > max_images:
         held = held.subset(np.sort(np.random.default_rng(seed + 1).permutation(len(held))
                                    [:max_images]))
+    recipe = read_recipe(test_data or data)
+    if recipe is not None:   # judge against the true counterfactuals, on exact sources
+        held.images = fidelity.rerender_sources(recipe, held.files, held.images)
     log(f"data: {layout} layout, classifier trains on {len(train)} images, {len(held)} held-out "
         f"images translated ({translator.arch}, {translator.image_size} px, domains "
         f"{', '.join(domains)})")
@@ -562,10 +607,10 @@ def run_evaluation(model: str | os.PathLike, data: str | os.PathLike, max_images
     samples: list = []
     if translator.arch == "v1":
         result = evaluate_v1(adapter or V1Adapter(translator), classifier, held,
-                             samples=samples)
+                             samples=samples, recipe=recipe)
     else:
         result = evaluate_v2(adapter or V2Adapter(translator), classifier, held, seeds=seeds,
-                             samples=samples)
+                             samples=samples, recipe=recipe)
     report = {"model": str(model), "data": str(data), "test_data": str(test_data or ""),
               "arch": translator.arch, "image_size": translator.image_size, "layout": layout,
               "domains": domains, "held_out_images": len(held), "skipped_images": len(skipped),
@@ -666,7 +711,26 @@ def format_table(report: dict) -> str:
             lines.append(f"{key}: {text}")
     lines.append("(accuracy: classifier agrees the output shows the target; kept: other attributes "
                  "unchanged; classifier: its accuracy on held-out real images; L1 on 0..1 pixels)")
+    if "fidelity" in report:
+        lines += ["", *format_fidelity(report["fidelity"])]
     return "\n".join(lines)
+
+
+def format_fidelity(fid: dict) -> list[str]:
+    """The counterfactual table: the model's PSNR / SSIM next to the unchanged input's."""
+    header = (f"{'target':<16} {'edits':>6} {'PSNR dB':>8} {'input':>7} {'SSIM':>6} "
+              f"{'input':>6} {'bg err':>7}")
+    lines = ["fidelity against the true counterfactual (input: returning the input unchanged)",
+             header, "-" * len(header)]
+
+    def row(name, v):
+        return (f"{name:<16} {v['edits']:>6} {v['psnr']:>8.2f} {v['baseline_psnr']:>7.2f} "
+                f"{v['ssim']:>6.3f} {v['baseline_ssim']:>6.3f} {v['background_error']:>7.2f}")
+
+    lines += [row(n, v) for n, v in fid["per_target"].items() if v["edits"]]
+    lines += ["-" * len(header), row("all edits", fid["overall"]),
+              "(bg err: mean absolute error in levels of 255 where the edit changes nothing)"]
+    return lines
 
 
 def _pct(v: float) -> str:

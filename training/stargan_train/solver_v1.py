@@ -70,6 +70,7 @@ PRESETS = {
                   lambda_gp=10.0, n_critic=5,
                   g_lr=1e-4, d_lr=1e-4, beta1=0.5, beta2=0.999, batch=16, iters=200000,
                   decay_iters=100000, p_single=0.0, augment=0.0, ema_beta=0.0, lambda_id=0.0,
+                  lambda_keep=0.0, ae_iters=0,
                   bf16=False,
                   channels_last=False, ckpt_every=10000, sample_every=1000, log_every=10,
                   max_minutes=0.0, threads=0),
@@ -95,7 +96,8 @@ RUN_KEYS = ("dataset", "attrs", "image_size", "conv_dim", "repeat_num", "d_conv_
             "d_repeat_num", "lambda_cls", "lambda_cls_g", "lambda_cls_aux", "lambda_rec",
             "lambda_gp", "n_critic",
             "g_lr", "d_lr", "beta1", "beta2", "batch", "iters", "decay_iters", "p_single",
-            "augment", "ema_beta", "lambda_id", "bf16", "seed", "world")
+            "augment", "ema_beta", "lambda_id", "lambda_keep", "ae_iters", "bf16", "seed",
+            "world")
 
 
 def make_config(preset: str, **overrides) -> dict:
@@ -278,6 +280,21 @@ class V1Trainer(common.Trainer):
         return (x.to(dev), c_org.to(dev), c_trg.to(dev), label_org.to(dev), label_trg.to(dev),
                 which)
 
+    def _classifier_step(self, x, label_org, which: str) -> float:
+        """One step of the auxiliary classifier on the real batch; left in eval mode."""
+        cfg = self.cfg
+        self.C.train()
+        with common.autocast(cfg["bf16"], self.device):
+            c_loss = self._cls_loss(self._d_cls_slice(self.C(translate(x, cfg["augment"])), which),
+                                    label_org, "celeba" if which == "celeba" else "rafd")
+        self.c_opt.zero_grad(set_to_none=True)
+        c_loss.backward()
+        self.dist.average_gradients([self.C])
+        self.c_opt.step()
+        self.dist.average_buffers(self.C)
+        self.C.eval()
+        return c_loss.item()
+
     def _d_cls_slice(self, out_cls, which):
         if self.cfg["dataset"] != "both":
             return out_cls
@@ -292,6 +309,8 @@ class V1Trainer(common.Trainer):
         x, c_org, c_trg, label_org, label_trg, which = self._next(it)
         cls_kind = "celeba" if which == "celeba" else "rafd"
         shift = cfg.get("augment", 0.0)
+        if it < cfg.get("ae_iters", 0):
+            return self._autoencoder_step(x, c_org, label_org, which)
 
         # Discriminator.
         with common.autocast(bf16, self.device):
@@ -318,17 +337,7 @@ class V1Trainer(common.Trainer):
 
         # The auxiliary classifier learns from the same real batch; it is asked in eval mode.
         if self.C is not None:
-            self.C.train()
-            with common.autocast(bf16, self.device):
-                c_loss = self._cls_loss(self._d_cls_slice(self.C(translate(x, shift)), which),
-                                        label_org, cls_kind)
-            self.c_opt.zero_grad(set_to_none=True)
-            c_loss.backward()
-            self.dist.average_gradients([self.C])
-            self.c_opt.step()
-            self.dist.average_buffers(self.C)
-            self.C.eval()
-            losses["C/cls"] = c_loss.item()
+            losses["C/cls"] = self._classifier_step(x, label_org, which)
 
         # Generator, every n_critic D steps.
         if (it + 1) % cfg["n_critic"] == 0:
@@ -337,12 +346,15 @@ class V1Trainer(common.Trainer):
                 net.requires_grad_(False)
             try:
                 lambda_id = cfg.get("lambda_id", 0.0)
+                lambda_keep = cfg.get("lambda_keep", 0.0)
                 with common.autocast(bf16, self.device):
                     if lambda_id > 0:  # one batched pass for the target and the identity
                         x_fake, x_id = self.G(torch.cat([x, x]), torch.cat([c_trg, c_org])).chunk(2)
                         g_id = (x.float() - x_id.float()).abs().mean()
                     else:
                         x_fake, g_id = self.G(x, c_trg), torch.zeros(())
+                    g_keep = ((x_fake.float() - x.float()).abs().mean() if lambda_keep > 0
+                              else torch.zeros(()))
                     seen = translate(x_fake, shift)
                     out_src, out_cls = self.D(seen)
                     g_fake = -out_src.float().mean()
@@ -353,7 +365,8 @@ class V1Trainer(common.Trainer):
                     x_rec = self.G(x_fake, c_org)
                     g_rec = (x.float() - x_rec.float()).abs().mean()
                 g_loss = (g_fake + cfg["lambda_rec"] * g_rec + cfg["lambda_cls_g"] * g_cls
-                          + cfg["lambda_cls_aux"] * g_cls_aux + lambda_id * g_id)
+                          + cfg["lambda_cls_aux"] * g_cls_aux + lambda_id * g_id
+                          + lambda_keep * g_keep)
                 self.g_opt.zero_grad(set_to_none=True)
                 g_loss.backward()
                 self.dist.average_gradients([self.G])
@@ -366,8 +379,32 @@ class V1Trainer(common.Trainer):
             losses.update({"G/fake": g_fake.item(), "G/rec": g_rec.item(), "G/cls": g_cls.item()})
             if lambda_id > 0:
                 losses["G/id"] = g_id.item()
+            if lambda_keep > 0:
+                losses["G/keep"] = g_keep.item()
             if self.C is not None:
                 losses["G/cls_aux"] = g_cls_aux.item()
+        return losses
+
+    def _autoencoder_step(self, x, c_org, label_org, which: str) -> dict:
+        """Warm-up (the first ``ae_iters`` iterations): G learns to return its input given the
+        input's own labels (L1), the auxiliary classifier learns the labels; D waits.
+
+        Why: under the adversarial and classification losses from a random start, a small G
+        spends a short run's whole budget without learning to reproduce faces, and its
+        outputs lose background, skin and identity. Reproducing the input is learnt in a few
+        hundred steps on its own; the GAN phase then only has to learn the edits."""
+        cfg = self.cfg
+        with common.autocast(cfg["bf16"], self.device):
+            g_ae = (self.G(x, c_org).float() - x.float()).abs().mean()
+        self.g_opt.zero_grad(set_to_none=True)
+        g_ae.backward()
+        self.dist.average_gradients([self.G])
+        self.g_opt.step()
+        if self.G_ema is not None:
+            common.ema_update(self.G_ema, self.G, cfg["ema_beta"])
+        losses = {"G/ae": g_ae.item()}
+        if self.C is not None:
+            losses["C/cls"] = self._classifier_step(x, label_org, which)
         return losses
 
     # -- samples, bundle --------------------------------------------------------------------

@@ -31,6 +31,7 @@ PRESETS = {
                   hidden_dim=512, w_hpf=0.0, lambda_reg=1.0, lambda_sty=1.0, lambda_ds=1.0,
                   ds_iters=100000, lambda_cyc=1.0, lr=1e-4, f_lr=1e-6, beta1=0.0, beta2=0.99,
                   weight_decay=1e-4, ema_beta=0.999, batch=8, iters=100000, bf16=False,
+                  lambda_id=0.0, lambda_keep=0.0, ae_iters=0,
                   channels_last=False, ckpt_every=5000, sample_every=5000, log_every=10,
                   max_minutes=0.0, threads=0),
     # Small CPU run at 64 px: narrow networks, a 64-wide mapping network with a 10x larger F
@@ -47,7 +48,7 @@ PRESETS = {
 RUN_KEYS = ("domains", "image_size", "dim_in", "max_conv_dim", "style_dim", "latent_dim",
             "hidden_dim", "w_hpf", "lambda_reg", "lambda_sty", "lambda_ds", "ds_iters",
             "lambda_cyc", "lr", "f_lr", "beta1", "beta2", "weight_decay", "ema_beta", "batch",
-            "iters", "bf16", "seed", "world")
+            "iters", "bf16", "lambda_id", "lambda_keep", "ae_iters", "seed", "world")
 
 
 def make_config(preset: str, **overrides) -> dict:
@@ -232,8 +233,14 @@ class V2Trainer(common.Trainer):
                 s_org = self.E(x_real, y_org)
                 x_rec = self.G(x_fake, s_org, masks_fake)
                 loss_cyc = (x_rec.float() - x_real).abs().mean()
+                extra = {}
+                if cfg.get("lambda_id", 0.0) > 0:   # the input's own style returns the input
+                    extra["id"] = (self.G(x_real, s_org, masks).float() - x_real).abs().mean()
+                if cfg.get("lambda_keep", 0.0) > 0:  # change no more than the edit needs
+                    extra["keep"] = (x_fake.float() - x_real).abs().mean()
             loss = (loss_adv + cfg["lambda_sty"] * loss_sty - lambda_ds * loss_ds
-                    + cfg["lambda_cyc"] * loss_cyc)
+                    + cfg["lambda_cyc"] * loss_cyc
+                    + sum(cfg[f"lambda_{k}"] * v for k, v in extra.items()))
             names = ("G", "F", "E") if latent else ("G",)
             for k in ("G", "F", "E"):
                 self.opt[k].zero_grad(set_to_none=True)
@@ -245,7 +252,25 @@ class V2Trainer(common.Trainer):
         finally:
             self.D.requires_grad_(True)
         return {"adv": loss_adv.item(), "sty": loss_sty.item(), "ds": loss_ds.item(),
-                "cyc": loss_cyc.item()}
+                "cyc": loss_cyc.item(), **{k: v.item() for k, v in extra.items()}}
+
+    def _autoencoder_step(self, b) -> dict:
+        """Warm-up (the first ``ae_iters`` iterations): G and E learn to return the input from
+        its own style, G(x, E(x, y_org)) = x (L1); D and F wait. Why: see the v1 solver's
+        warm-up; from a random start the adversarial losses leave a small G no time to learn
+        to keep the input's identity, and the style alone decides the picture."""
+        cfg = self.cfg
+        x_real, y_org = b["x_src"], b["y_src"]
+        with common.autocast(cfg["bf16"], self.device):
+            out = self.G(x_real, self.E(x_real, y_org), self._masks(x_real))
+            loss = (out.float() - x_real).abs().mean()
+        for k in ("G", "E"):
+            self.opt[k].zero_grad(set_to_none=True)
+        loss.backward()
+        self.dist.average_gradients([self.G, self.E])
+        for k in ("G", "E"):
+            self.opt[k].step()
+        return {"G/latent_ae": loss.item()}
 
     def step(self, it: int) -> dict:
         cfg = self.cfg
@@ -253,6 +278,12 @@ class V2Trainer(common.Trainer):
         lambda_ds = cfg["lambda_ds"] * max(0.0, 1.0 - self.sched_it / cfg["ds_iters"]) \
             if cfg["ds_iters"] > 0 else cfg["lambda_ds"]
         losses = {}
+        if it < cfg.get("ae_iters", 0):
+            losses = self._autoencoder_step(b)
+            for name in ("G", "E"):
+                common.ema_update(getattr(self, f"{name}_ema"), getattr(self, name),
+                                  cfg["ema_beta"])
+            return losses
         for k, v in self._d_step(b, z_trg=b["z_trg"]).items():
             losses[f"D/latent_{k}"] = v
         for k, v in self._d_step(b, x_ref=b["x_ref"]).items():
