@@ -197,6 +197,21 @@ class Bundle:
                           for d in self.manifest.domains)
         raise UserError(f"unknown domain {name!r} for model {self.path}; known domains: {known}")
 
+    def parse_labels(self, text: str) -> list[float]:
+        """v1 ``--labels A=1,B=0,...``: the full target vector, each attribute named by its name or
+        an alias (as ``domain_index`` matches them)."""
+        values: list[float | None] = [None] * len(self.manifest.domains)
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            name, sep, value = item.partition("=")
+            if not sep or value.strip() not in ("0", "1"):
+                raise UserError(f"--labels item {item!r} is not NAME=0 or NAME=1")
+            values[self.domain_index(name)] = float(value)
+        missing = [d for d, v in zip(self.manifest.domain_names, values) if v is None]
+        if missing:
+            raise UserError(f"--labels gives the full target vector; missing: {', '.join(missing)} "
+                            "(or use --domain NAME to change one attribute and keep the rest)")
+        return values
+
     # -- networks --------------------------------------------------------------------------
     def has(self, network: str) -> bool:
         return network in self.manifest.networks

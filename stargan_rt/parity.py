@@ -30,12 +30,17 @@ class Thresholds:
     fp16_psnr: float = 40.0
     int8_psnr: float = 30.0
 
+    def criterion(self, precision: str, is_uint8: bool = True) -> tuple[str, float]:
+        """(metric, limit): ("max_abs_err", at most) for fp32, ("psnr_db", at least) otherwise."""
+        if precision == "fp32":
+            return "max_abs_err", self.fp32_max_err_uint8 if is_uint8 else self.fp32_max_err_float
+        return "psnr_db", self.fp16_psnr if precision == "fp16" else self.int8_psnr
+
     def judge(self, precision: str, is_uint8: bool, psnr_db: float, max_err: float):
         """(passed, criterion text)."""
-        if precision == "fp32":
-            limit = self.fp32_max_err_uint8 if is_uint8 else self.fp32_max_err_float
+        metric, limit = self.criterion(precision, is_uint8)
+        if metric == "max_abs_err":
             return max_err <= limit, f"max err <= {limit:g}"
-        limit = self.fp16_psnr if precision == "fp16" else self.int8_psnr
         return psnr_db >= limit, f"PSNR >= {limit:g} dB"
 
 

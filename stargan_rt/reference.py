@@ -93,6 +93,11 @@ class TorchTranslator:
         return v1_target_labels(self.bundle.manifest, self._domain, lambda: self.source_labels(x),
                                 lambda: x.new_zeros((x.shape[0], len(self.domains))))
 
+    def set_style_vector(self, style) -> None:
+        """v2: use this style vector (1, style_dim) as is (live parity feeds the engine's)."""
+        self._style = torch.as_tensor(np.asarray(style, dtype=np.float32).reshape(1, -1),
+                                      device=self.device)
+
     @torch.no_grad()
     def style(self) -> torch.Tensor:
         if self._domain is None:
@@ -132,6 +137,11 @@ class TorchTranslator:
                             f"{self.image_size}, 3), got {crops.dtype} {crops.shape}")
         out = self.translate_float(torch.from_numpy(bgr_to_unit_nchw(crops)))
         return unit_nchw_to_bgr(out.cpu().numpy())
+
+    locates_landmarks = False  # the FAN's landmarks align crops in the runtime only
+
+    def translate_and_locate(self, crops: np.ndarray) -> tuple[np.ndarray, None]:
+        return self(crops), None
 
     def describe(self) -> str:
         return f"torch {torch.__version__} fp32 ({self.device})"

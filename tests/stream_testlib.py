@@ -57,6 +57,17 @@ class FakeTranslator:
     def set_style(self, seed=None, ref_bgr=None, psi=1.0) -> None:
         pass
 
+    def set_style_vector(self, style) -> None:
+        pass
+
+    def style(self) -> np.ndarray:
+        return np.zeros((1, 1), np.float32)
+
+    locates_landmarks = False
+
+    def translate_and_locate(self, crops: np.ndarray):
+        return self(crops), None
+
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         size = self.image_size
         assert crops.dtype == np.uint8 and crops.shape[1:] == (size, size, 3)

@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 
 from stargan_rt.errors import UserError
+from stargan_rt.stream.contracts import Sink, SourceNeed
 from stargan_rt.stream.faces import FaceStage, feather_mask, square_bounds, square_for
-from stargan_rt.stream.pipeline import DropQueue, LatencyHistogram, Pipeline, rss_mb
-from stargan_rt.stream.sinks import CallbackSink, RecordSink, handle_key, parse_serve
+from stargan_rt.stream.pipeline import DropQueue, Pipeline
+from stargan_rt.stream.sinks import CallbackSink, RecordSink, handle_key
 from stargan_rt.stream.sources import SAMPLE_VIDEO, open_source
+from stargan_rt.stream.stats import LatencyHistogram, rss_mb
 from stargan_rt.stream.synthetic import write_video
+from stargan_rt.stream.web import parse_serve
 
 from stream_testlib import (FakeTranslator, ListSource, count_video_frames, face_frames, run_cli,
                             tiny_v1_bundle)
@@ -39,21 +42,15 @@ def bundle(tmp_path_factory):
     return tiny_v1_bundle(tmp_path_factory.mktemp("model") / "tiny-v1")
 
 
-class Keep:
+class Keep(Sink):
     """Sink keeping (result, source, squares) of every frame."""
-    needs_source = True
+    needs_source = SourceNeed.ALWAYS
 
     def __init__(self):
         self.items = []
 
-    def open(self, pipeline):
-        pass
-
     def write(self, result, source, packet, pipeline):
         self.items.append((result.copy(), source.copy(), [f.square for f in packet.faces]))
-
-    def close(self, pipeline):
-        pass
 
 
 # -- units ------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 
 from stargan_rt.stream.faces import FaceStage
 from stargan_rt.stream.pipeline import Pipeline
-from stargan_rt.stream.sinks import HttpSink
+from stargan_rt.stream.web import HttpSink
 
 from stream_testlib import FakeTranslator, ListSource, face_frames, tiny_v1_bundle
 

@@ -24,20 +24,6 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def parse_labels(text: str, translator) -> list[float]:
-    values = [None] * len(translator.domains)
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, value = item.partition("=")
-        if not sep or value.strip() not in ("0", "1"):
-            raise UserError(f"--labels item {item!r} is not NAME=0 or NAME=1")
-        values[translator.bundle.domain_index(name)] = float(value)
-    missing = [d for d, v in zip(translator.domains, values) if v is None]
-    if missing:
-        raise UserError(f"--labels gives the full target vector; missing: {', '.join(missing)} "
-                        "(or use --domain NAME to change one attribute and keep the rest)")
-    return values
-
-
 def run(args) -> int:
     import numpy as np
 
@@ -55,7 +41,7 @@ def run(args) -> int:
         if args.seed is not None or args.ref is not None or args.psi != 1.0:
             raise UserError("--seed/--ref/--psi apply to StarGAN v2 models; this is v1")
         if args.labels:
-            translator.set_labels(parse_labels(args.labels, translator))
+            translator.set_labels(translator.bundle.parse_labels(args.labels))
         elif args.domain:
             translator.set_domain(args.domain)
         else:

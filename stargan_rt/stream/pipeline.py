@@ -9,191 +9,22 @@ frame with blocking queues, none dropped, so a recording has every frame.
 from __future__ import annotations
 
 import collections
-import math
-import os
+import dataclasses
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 
 from stargan_rt.errors import UserError
+from stargan_rt.stream.contracts import Sink, SourceNeed, StreamOptions, StreamTranslator, Target
 from stargan_rt.stream.faces import FaceStage
+from stargan_rt.stream.live_parity import LiveParity
 from stargan_rt.stream.sources import Source, SourceDied
-
-STAGES = ("capture", "detect", "infer", "paste", "output", "end_to_end")
-# Same defaults as `stargan-rt parity`: fp32 max error <= 2 levels, fp16 >= 40 dB, int8 >= 30 dB.
-PARITY_THRESHOLDS = {"fp32": ("max_abs_err", 2.0), "fp16": ("psnr_db", 40.0),
-                     "int8": ("psnr_db", 30.0)}
-PSNR_CAP = 100.0  # identical outputs (JSON has no infinity)
-
-
-def rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        try:
-            import resource  # noqa: PLC0415 - fallback (peak, not current)
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        except Exception:  # noqa: BLE001
-            return float("nan")
-
-
-# ---------------------------------------------------------------------------------------------
-# statistics with flat memory
-# ---------------------------------------------------------------------------------------------
-class LatencyHistogram:
-    """Log-spaced histogram (1% bins from 0.01 ms to ~100 s): percentiles in constant memory."""
-
-    LOW, STEP, BINS = 0.01, math.log(1.01), 1700
-
-    def __init__(self):
-        self.counts = np.zeros(self.BINS, np.int64)
-        self.count = 0
-        self.total = 0.0
-        self.max = 0.0
-
-    def add(self, ms: float) -> None:
-        index = 0 if ms <= self.LOW else int(math.log(ms / self.LOW) / self.STEP) + 1
-        self.counts[min(index, self.BINS - 1)] += 1
-        self.count += 1
-        self.total += ms
-        self.max = max(self.max, ms)
-
-    def percentile(self, p: float) -> float | None:
-        if not self.count:
-            return None
-        rank = max(1, math.ceil(p / 100.0 * self.count))
-        index = int(np.searchsorted(np.cumsum(self.counts), rank))
-        value = self.LOW * math.exp(self.STEP * max(0, index - 0.5))
-        return min(value, self.max)
-
-    def summary(self) -> dict:
-        if not self.count:
-            return {"count": 0}
-        return {"count": self.count, "mean": round(self.total / self.count, 3),
-                "p50": round(self.percentile(50), 3), "p95": round(self.percentile(95), 3),
-                "max": round(self.max, 3)}
-
-
-class StageTimes:
-    def __init__(self, window: int = 120):
-        self.window = collections.deque(maxlen=window)
-        self.hist = LatencyHistogram()
-        self.lock = threading.Lock()
-
-    def add(self, ms: float) -> None:
-        with self.lock:
-            self.window.append(ms)
-            self.hist.add(ms)
-
-    def recent(self) -> float | None:
-        with self.lock:
-            return sum(self.window) / len(self.window) if self.window else None
-
-
-class RunStats:
-    def __init__(self, window: int = 120):
-        self.stages = {name: StageTimes(window) for name in STAGES + ("parity",)}
-        self.frames_in = 0
-        self.frames_out = 0
-        self.frames_with_faces = 0
-        self.faces_found = 0
-        self.max_faces = 0
-        self.out_stamps = collections.deque(maxlen=window)
-        self.started = time.perf_counter()
-        self.first_out: float | None = None
-        self.last_out: float | None = None
-        self.rss_start = rss_mb()
-        self.rss_peak = self.rss_start
-        self.rss_samples = collections.deque(maxlen=64)  # (frames_out, MB), every 64 frames
-        self.parity = ParityStats()
-
-    def frame_out(self) -> None:
-        now = time.perf_counter()
-        self.frames_out += 1
-        self.out_stamps.append(now)
-        self.first_out = self.first_out or now
-        self.last_out = now
-        if self.frames_out % 64 == 0:
-            rss = rss_mb()
-            self.rss_peak = max(self.rss_peak, rss)
-            self.rss_samples.append((self.frames_out, round(rss, 1)))
-
-    def fps(self) -> float | None:
-        stamps = list(self.out_stamps)
-        if len(stamps) < 2 or stamps[-1] <= stamps[0]:
-            return None
-        return (len(stamps) - 1) / (stamps[-1] - stamps[0])
-
-    def live(self) -> dict:
-        fps = self.fps()
-        return {"fps": None if fps is None else round(fps, 2),
-                "frames_in": self.frames_in, "frames_out": self.frames_out,
-                "stage_ms": {k: (None if v.recent() is None else round(v.recent(), 2))
-                             for k, v in self.stages.items()},
-                "parity": self.parity.live()}
-
-
-class ParityStats:
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.checks = 0
-        self.faces = 0
-        self.psnr = LatencyHistogram()  # reused as a compact distribution of dB values
-        self.psnr_min: float | None = None
-        self.psnr_last: float | None = None
-        self.max_err = 0
-        self.max_err_last: int | None = None
-        self.warnings = 0
-        self.failed_checks = 0
-        self.threshold: tuple[str, float] | None = None
-        self.error: str | None = None
-
-    def add(self, psnr: float, max_err: int, ok: bool, faces: int) -> None:
-        with self.lock:
-            self.checks += 1
-            self.faces += faces
-            self.psnr.add(psnr)
-            self.psnr_min = psnr if self.psnr_min is None else min(self.psnr_min, psnr)
-            self.psnr_last = psnr
-            self.max_err = max(self.max_err, max_err)
-            self.max_err_last = max_err
-            if not ok:
-                self.failed_checks += 1
-
-    def live(self) -> dict | None:
-        if not self.checks and not self.error:
-            return None
-        return {"checks": self.checks, "max_abs_err": self.max_err_last,
-                "psnr_db": None if self.psnr_last is None else round(self.psnr_last, 2),
-                "failed": self.failed_checks, "error": self.error}
-
-    def summary(self) -> dict:
-        with self.lock:
-            out: dict[str, Any] = {"checks": self.checks, "faces": self.faces,
-                                   "failed_checks": self.failed_checks, "error": self.error}
-            if self.threshold:
-                out["threshold"] = {"metric": self.threshold[0], "value": self.threshold[1]}
-            if self.checks:
-                out.update(psnr_db={"min": round(self.psnr_min, 2),
-                                    "mean": round(self.psnr.total / self.psnr.count, 2),
-                                    "last": round(self.psnr_last, 2)},
-                           max_abs_err=int(self.max_err),
-                           passed=self.failed_checks == 0 and self.error is None)
-            return out
-
-
-def psnr_and_max_err(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
-    diff = a.astype(np.int16) - b.astype(np.int16)
-    mse = float(np.mean(diff.astype(np.float32) ** 2))
-    psnr = PSNR_CAP if mse == 0 else min(PSNR_CAP, 10.0 * math.log10(255.0 ** 2 / mse))
-    return psnr, int(np.abs(diff).max()) if diff.size else 0
-
+from stargan_rt.stream.stats import RunStats, rss_mb
 
 # ---------------------------------------------------------------------------------------------
 # queues
@@ -256,42 +87,30 @@ class Packet:
     result: np.ndarray | None = None
 
 
-@dataclass
-class Target:
-    """What the engine is translating to: changed live by keys / the web page."""
-    domain: str | None = None
-    labels: tuple | None = None
-    seed: int | None = 0
-    ref_bgr: np.ndarray | None = None
-    psi: float = 1.0
-    version: int = 0
-
-
 class Pipeline:
-    def __init__(self, source: Source, translator, faces: FaceStage, sinks: list | None = None,
-                 *, realtime: bool = False, max_frames: int | None = None,
-                 domain: str | None = None, labels=None, seed: int | None = None,
-                 ref_bgr: np.ndarray | None = None, psi: float = 1.0,
-                 parity_every: int = 0, reference_factory: Callable[[], Any] | None = None,
-                 precision: str = "fp32", log: Callable[[str], None] = print,
-                 model_name: str = "", engine_name: str | None = None):
+    """``Pipeline(source, translator, faces, sinks, options)``; the options may also be given as
+    keyword arguments of ``StreamOptions``' field names (they override ``options``')."""
+
+    def __init__(self, source: Source, translator: StreamTranslator, faces: FaceStage,
+                 sinks: Sequence[Sink] = (), options: StreamOptions | None = None, **fields):
+        options = dataclasses.replace(options or StreamOptions(), **fields)
+        self.options = options
         self.source = source
         self.translator = translator
         self.faces = faces
-        self.sinks = list(sinks or [])
-        self.realtime = realtime
-        self.lossy = source.live or realtime
-        self.max_frames = max_frames
-        self.parity_every = parity_every
-        self.reference_factory = reference_factory
-        self.precision = precision
-        self.log = log
-        self.model_name = model_name
-        self.arch = getattr(translator, "arch", "v1")
-        self.domains = list(getattr(translator, "domains", []))
-        self.engine = engine_name or _describe(translator)
+        self.sinks = list(sinks)
+        self.realtime = options.realtime
+        self.lossy = source.live or options.realtime
+        self.max_frames = options.max_frames
+        self.parity_every = options.parity_every
+        self.precision = options.precision
+        self.log = options.log
+        self.model_name = options.model_name
+        self.arch = translator.arch
+        self.domains = list(translator.domains)
+        self.engine = options.engine_name or translator.describe()
         # v2 models with a FAN: its landmarks align the next crops (FaceStage.observe)
-        self.locates_landmarks = bool(getattr(translator, "locates_landmarks", False))
+        self.locates_landmarks = bool(translator.locates_landmarks)
         self.stats = RunStats()
         self.stop_event = threading.Event()
         self.stop_reason: str | None = None
@@ -300,21 +119,25 @@ class Pipeline:
         depth = 1 if self.lossy else 2
         self.q_detect = DropQueue(depth, self.lossy, self.stop_event)
         self.q_infer = DropQueue(depth, self.lossy, self.stop_event)
-        self.q_out = DropQueue(2 if self.lossy else 2, self.lossy, self.stop_event)
+        self.q_out = DropQueue(2, self.lossy, self.stop_event)
         self.q_parity = DropQueue(1 if self.lossy else 2, self.lossy, self.stop_event)
         self.commands: collections.deque = collections.deque()
         # window / web page toggles; mirror flips frames at capture (selfie view)
-        self.view = {"side_by_side": False, "overlay": True, "mirror": False}
-        self.target = Target(domain=domain, labels=tuple(labels) if labels is not None else None,
-                             seed=seed, ref_bgr=ref_bgr, psi=psi)
+        self.view = {"side_by_side": options.side_by_side, "overlay": options.overlay,
+                     "mirror": options.mirror}
+        labels = tuple(options.labels) if options.labels is not None else None
+        self.target = Target(domain=options.domain, labels=labels, seed=options.seed,
+                             ref_bgr=options.ref_bgr, psi=options.psi)
         self.latest_crops: np.ndarray | None = None
-        self.parity_state = PARITY_THRESHOLDS.get(precision)
-        self.stats.parity.threshold = self.parity_state if parity_every else None
+        self.live_parity = LiveParity(options.parity_every, options.reference_factory,
+                                      options.precision, self.stats.parity,
+                                      self.stats.stages["parity"], self.log) \
+            if options.parity_every else None
         self._threads: list[threading.Thread] = []
         self._parity_thread: threading.Thread | None = None
         self.started_at = time.time()
         self.duration = 0.0
-        self._apply_target(self.translator, self.target)
+        self.target.apply_to(self.translator)
 
     # -- control (any thread) ------------------------------------------------------------------
     def request(self, command: str, value=None) -> None:
@@ -330,14 +153,6 @@ class Pipeline:
     @property
     def domain(self) -> str | None:
         return self.target.domain
-
-    def _apply_target(self, translator, target: Target) -> None:
-        if target.labels is not None and hasattr(translator, "set_labels"):
-            translator.set_labels(list(target.labels))
-        elif target.domain is not None:
-            translator.set_domain(target.domain)
-        if self.arch == "v2":
-            translator.set_style(seed=target.seed, ref_bgr=target.ref_bgr, psi=target.psi)
 
     def _handle_commands(self) -> None:
         while self.commands:
@@ -361,11 +176,11 @@ class Pipeline:
                 self.log("styles apply to StarGAN v2 models only; this is a v1 model")
                 continue
             try:
-                self._apply_target(self.translator, new)
+                new.apply_to(self.translator)
             except UserError as exc:
                 self.log(f"cannot switch: {exc}")
                 try:
-                    self._apply_target(self.translator, self.target)
+                    self.target.apply_to(self.translator)
                 except UserError:
                     pass
                 continue
@@ -458,54 +273,25 @@ class Pipeline:
                     packet.translated = self.translator(packet.crops)
                 self.stats.stages["infer"].add((time.perf_counter() - t) * 1000)
                 self.latest_crops = packet.crops
-                if self.parity_every and packet.index % self.parity_every == 0 and \
+                if self.live_parity is not None and self.live_parity.due(packet.index) and \
                         self._parity_thread is not None and self._parity_thread.is_alive():
                     style = None
-                    if self.arch == "v2" and callable(getattr(self.translator, "style", None)):
+                    if self.arch == "v2":
                         style = np.array(self.translator.style(), dtype=np.float32)
                     self.q_parity.put((packet.crops, packet.translated, self.target, style))
             self.q_out.put(packet)
 
     def _parity(self) -> None:
-        reference, applied = None, None
-        metric, limit = self.parity_state or ("psnr_db", 30.0)
-        for job in self._items(self.q_parity):
-            crops, engine_out, target, style = job
-            try:
-                if reference is None:
-                    self.log("parity: loading the PyTorch reference ...")
-                    reference = self.reference_factory()
-                if applied is not target:
-                    self._apply_target(reference, target)
-                    applied = target
-                if style is not None and hasattr(reference, "_style"):
-                    # v2: the engine draws z with numpy, the reference with torch; compare the
-                    # generator (and FAN) on the engine's own style vector
-                    import torch  # noqa: PLC0415 - parity only
-                    reference._style = torch.from_numpy(style)
-                t = time.perf_counter()
-                ref_out = reference(crops)
-                self.stats.stages["parity"].add((time.perf_counter() - t) * 1000)
-            except Exception as exc:  # noqa: BLE001 - parity must never stop the stream
-                self.stats.parity.error = f"{type(exc).__name__}: {exc}"
-                self.log(f"parity disabled: {self.stats.parity.error}")
+        for crops, engine_out, target, style in self._items(self.q_parity):
+            if not self.live_parity.check(crops, engine_out, target, style):
                 return
-            psnr, max_err = psnr_and_max_err(engine_out, ref_out)
-            ok = (max_err <= limit) if metric == "max_abs_err" else (psnr >= limit)
-            self.stats.parity.add(psnr, max_err, ok, len(crops))
-            if not ok:
-                self.stats.parity.warnings += 1
-                if self.stats.parity.warnings <= 3 or self.stats.parity.warnings % 50 == 0:
-                    self.log(f"WARNING parity below the {self.precision} threshold: PSNR "
-                             f"{psnr:.1f} dB, max error {max_err} levels (needs {metric} "
-                             f"{'<=' if metric == 'max_abs_err' else '>='} {limit:g})")
 
     # -- main thread: paste + sinks --------------------------------------------------------------
     def _output(self, packet: Packet) -> None:
         t = time.perf_counter()
-        # a sink's needs_source: True = always, "side_by_side" = only while that view is on
-        wants = [getattr(s, "needs_source", False) for s in self.sinks]
-        need_source = True in wants or ("side_by_side" in wants and self.view["side_by_side"])
+        wants = {sink.needs_source for sink in self.sinks}
+        need_source = SourceNeed.ALWAYS in wants or (SourceNeed.SIDE_BY_SIDE in wants and
+                                                     self.view["side_by_side"])
         source_frame = packet.frame.copy() if need_source and not self.faces.no_face else \
             packet.frame
         if packet.translated is not None:
@@ -532,7 +318,7 @@ class Pipeline:
         threads = [self._guard("capture", self._capture, self.q_detect),
                    self._guard("detect", self._detect, self.q_infer),
                    self._guard("infer", self._infer, self.q_out)]
-        if self.parity_every and self.reference_factory is not None:
+        if self.live_parity is not None and self.options.reference_factory is not None:
             self._parity_thread = self._guard("parity", self._parity, None)
         t_start = time.perf_counter()
         try:
@@ -546,7 +332,7 @@ class Pipeline:
                     break
                 if packet is None:
                     for sink in self.sinks:  # keep the window responsive while waiting
-                        if getattr(sink, "idle", None) and sink.idle(self) is False:
+                        if sink.idle(self) is False:
                             self.stop("quit")
                     if self.stop_event.is_set() and not threads[2].is_alive():
                         break
@@ -642,14 +428,3 @@ class Pipeline:
             "stop_reason": self.stop_reason, "error": self.error, "exit_code": self.exit_code,
         }
 
-
-def _describe(translator) -> str:
-    describe = getattr(translator, "describe", None)
-    if callable(describe):
-        try:
-            return str(describe())
-        except Exception:  # noqa: BLE001
-            pass
-    target = getattr(translator, "target", None) or type(translator).__name__
-    precision = getattr(translator, "precision", "")
-    return f"{target} {precision}".strip()

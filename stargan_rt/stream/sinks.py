@@ -1,25 +1,16 @@
-"""Outputs: OpenCV window with overlay and keys, video recording, HTTP page with an MJPEG stream.
-
-A sink has ``needs_source`` (True: ``source`` must be the untouched frame; "side_by_side": only
-while that view is on; False: never), ``open(pipeline)``,
-``write(result, source, packet, pipeline) -> False to quit``,
-optional ``idle(pipeline)`` (called while no frame is ready) and ``close(pipeline)``, which must
-finalise whatever it wrote on every stop path.
-"""
+"""Outputs: OpenCV window with overlay and keys, video recording, virtual camera, progress lines,
+callbacks. Each is a ``stream.contracts.Sink``; the browser page is in ``stream.web``."""
 from __future__ import annotations
 
-import json
 import os
-import socket
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from stargan_rt.errors import UserError
+from stargan_rt.stream.contracts import Sink, SourceNeed
 
 KEY_HELP = ("keys: q/Esc quit | d/D next/previous domain | 1-9 domain by number | n new style (v2) "
             "| r current face as style reference (v2) | o overlay | s side-by-side | m mirror")
@@ -93,8 +84,8 @@ def gui_available() -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-class WindowSink:
-    needs_source = "side_by_side"
+class WindowSink(Sink):
+    needs_source = SourceNeed.SIDE_BY_SIDE
 
     def __init__(self, title: str = "stargan-rt"):
         self.title = title
@@ -176,13 +167,11 @@ def handle_key(pipeline, char: str, code: int = 0) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-class RecordSink:
+class RecordSink(Sink):
     """Writes the result video to a temp file beside OUT, renamed to OUT when the run stops.
 
     In live mode (camera, --realtime) frames dropped to keep latency low are filled by
     repeating the last result, so the recording keeps the real duration at the source's FPS."""
-
-    needs_source = False
 
     def __init__(self, path: str | os.PathLike, fps: float | None = None):
         self.path = Path(path)
@@ -238,11 +227,9 @@ class RecordSink:
 
 
 # ---------------------------------------------------------------------------------------------
-class VirtualCameraSink:
+class VirtualCameraSink(Sink):
     """Sends the result to a virtual camera (pyvirtualcam: v4l2loopback on Linux, OBS on
     Windows / macOS), so video-call apps can use it as a webcam."""
-
-    needs_source = False
 
     def __init__(self, device: str | None = None):
         self.device = device
@@ -282,10 +269,8 @@ class VirtualCameraSink:
 
 
 # ---------------------------------------------------------------------------------------------
-class ProgressSink:
+class ProgressSink(Sink):
     """Headless runs: one status line every ``interval`` seconds (FPS, frames, stage ms)."""
-
-    needs_source = False
 
     def __init__(self, interval: float = 5.0):
         self.interval = interval
@@ -303,305 +288,13 @@ class ProgressSink:
             pipeline.log("  " + " | ".join(text for text, _ in overlay_lines(pipeline)))
         return True
 
-    def close(self, pipeline) -> None:
-        pass
-
 
 # ---------------------------------------------------------------------------------------------
-class CallbackSink:
+class CallbackSink(Sink):
     """Calls ``fn(result, source, packet, pipeline)`` per frame (tests, embedding)."""
-
-    needs_source = False
 
     def __init__(self, fn):
         self.fn = fn
 
-    def open(self, pipeline) -> None:
-        pass
-
     def write(self, result, source, packet, pipeline):
         return self.fn(result, source, packet, pipeline)
-
-    def close(self, pipeline) -> None:
-        pass
-
-
-# ---------------------------------------------------------------------------------------------
-def parse_serve(value: str) -> tuple[str, int]:
-    """``PORT``, ``:PORT`` or ``HOST:PORT``; the host defaults to 127.0.0.1 (never all
-    interfaces unless asked)."""
-    value = value.strip()
-    host, sep, port = value.rpartition(":")
-    if not sep:
-        host, port = "", value
-    host = host.strip("[]") or "127.0.0.1"
-    try:
-        number = int(port)
-        if not 0 <= number <= 65535:
-            raise ValueError
-    except ValueError:
-        raise UserError(f"--serve {value!r}: expected PORT or HOST:PORT, e.g. 127.0.0.1:8080") \
-            from None
-    return host, number
-
-
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>stargan-rt live</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body{font-family:system-ui,sans-serif;background:#111;color:#eee;margin:1em}
-#stream{max-width:100%;border:1px solid #444;background:#000;min-height:120px}
-button{margin:.2em;padding:.4em .8em;border-radius:4px;border:1px solid #666;background:#333;
-color:#eee;cursor:pointer}button.active{background:#2a6;border-color:#2a6}
-pre{background:#1b1b1b;padding:.6em;font-size:.85em;overflow:auto}
-.warn{color:#f66}
-</style></head><body>
-<h1>stargan-rt live</h1>
-<div><img id="stream" src="stream.mjpg" alt="live stream"></div>
-<p>Domain: <b id="current-domain">?</b> &middot; <span id="engine"></span>
- &middot; <span id="fps">-</span> FPS &middot; <span id="parity"></span></p>
-<div id="domains"></div>
-<div id="controls">
-<button id="side-by-side">side by side</button>
-<button id="mirror">mirror</button>
-<button id="new-style" class="v2">new style</button>
-<button id="ref-face" class="v2">use current face as style</button>
-</div>
-<pre id="stats">loading...</pre>
-<script>
-const domains = __DOMAINS__;
-const arch = __ARCH__;
-async function post(path, body) {
-  const r = await fetch(path, {method: 'POST', headers: {'Content-Type': 'application/json'},
-                               body: JSON.stringify(body || {})});
-  if (!r.ok) { alert(await r.text()); }
-  refresh();
-}
-const box = document.getElementById('domains');
-domains.forEach((name) => {
-  const b = document.createElement('button');
-  b.textContent = name; b.className = 'domain'; b.dataset.domain = name;
-  b.onclick = () => post('api/domain', {domain: name});
-  box.appendChild(b);
-});
-document.getElementById('side-by-side').onclick = () => post('api/view', {toggle: 'side_by_side'});
-document.getElementById('mirror').onclick = () => post('api/view', {toggle: 'mirror'});
-document.getElementById('new-style').onclick = () => post('api/style', {});
-document.getElementById('ref-face').onclick = () => post('api/ref', {});
-if (arch !== 'v2') document.querySelectorAll('.v2').forEach((b) => b.style.display = 'none');
-async function refresh() {
-  try {
-    const s = await (await fetch('api/stats')).json();
-    document.getElementById('current-domain').textContent = s.domain;
-    document.getElementById('engine').textContent = s.engine + ' ' + s.precision;
-    document.getElementById('fps').textContent = s.fps === null ? '-' : s.fps.toFixed(1);
-    const p = s.parity;
-    const pe = document.getElementById('parity');
-    pe.textContent = p && p.checks ? ('parity PSNR ' + p.psnr_db.toFixed(1) + ' dB, max err '
-      + p.max_abs_err + (p.failed ? ' (BELOW THRESHOLD)' : '')) : '';
-    pe.className = p && p.failed ? 'warn' : '';
-    document.querySelectorAll('button.domain').forEach((b) =>
-      b.classList.toggle('active', b.dataset.domain === s.domain));
-    document.getElementById('stats').textContent = JSON.stringify(s, null, 1);
-  } catch (e) { document.getElementById('stats').textContent = 'stream ended'; }
-}
-setInterval(refresh, 500); refresh();
-</script></body></html>
-"""
-
-
-class HttpSink:
-    """A page with the live MJPEG stream, the stats and buttons; served from its own thread."""
-
-    needs_source = "side_by_side"
-
-    def __init__(self, host: str = "127.0.0.1", port: int = 8080, quality: int = 80):
-        self.host, self.port, self.quality = host, port, quality
-        self.cond = threading.Condition()
-        self.latest: np.ndarray | None = None
-        self.seq = 0
-        self.closing = False
-        self.server = None
-        self.pipeline = None
-        self.clients = 0
-        self.encode_lock = threading.Lock()
-        self.encoded: tuple[int, bytes] = (-1, b"")
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/"
-
-    def open(self, pipeline) -> None:
-        self.pipeline = pipeline
-        sink = self
-
-        class Handler(_Handler):
-            owner = sink
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-            address_family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-
-        try:
-            self.server = Server((self.host, self.port), Handler)
-        except OSError as exc:
-            raise UserError(f"--serve {self.host}:{self.port}: cannot listen ({exc.strerror or exc});"
-                            " pick another port, e.g. --serve 127.0.0.1:8081") from None
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, name="stargan-http",
-                         kwargs={"poll_interval": 0.2}, daemon=True).start()
-        pipeline.log(f"serving the live page on {self.url}")
-        if self.host not in ("127.0.0.1", "::1", "localhost"):
-            pipeline.log(f"note: {self.host} is reachable from other machines; anyone who can "
-                         "reach it can watch the stream and switch the domain")
-
-    def write(self, result, source, packet, pipeline):
-        image = compose(result, source, pipeline.view["side_by_side"])
-        with self.cond:
-            self.latest = image
-            self.seq += 1
-            self.cond.notify_all()
-        return True
-
-    def jpeg(self, image: np.ndarray) -> bytes:
-        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-        return data.tobytes() if ok else b""
-
-    def latest_jpeg(self, seq: int, image: np.ndarray) -> bytes:
-        """Encode each frame once, however many browsers watch."""
-        with self.encode_lock:
-            if self.encoded[0] != seq:
-                self.encoded = (seq, self.jpeg(image))
-            return self.encoded[1]
-
-    def stats(self) -> dict:
-        p = self.pipeline
-        live = p.stats.live()
-        live.update(domain=p.target.domain, domains=p.domains, arch=p.arch, engine=p.engine,
-                    precision=p.precision, view=dict(p.view), source=p.source.description,
-                    dropped=p.dropped(), faces_found=p.stats.faces_found,
-                    frames_with_faces=p.stats.frames_with_faces, running=not self.closing,
-                    style=({"seed": p.target.seed, "reference": p.target.ref_bgr is not None}
-                           if p.arch == "v2" else None))
-        return live
-
-    def close(self, pipeline) -> None:
-        with self.cond:
-            self.closing = True
-            self.cond.notify_all()
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    owner: HttpSink
-    server_version = "stargan-rt"
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, fmt, *args):  # quiet: the pipeline has its own log
-        pass
-
-    def _send(self, status: int, body: bytes, ctype: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, status: int, obj) -> None:
-        self._send(status, json.dumps(obj).encode(), "application/json")
-
-    def do_GET(self):  # noqa: N802 - http.server API
-        sink = self.owner
-        path = self.path.split("?", 1)[0]
-        if path in ("/", "/index.html"):
-            page = PAGE.replace("__DOMAINS__", json.dumps(sink.pipeline.domains)) \
-                       .replace("__ARCH__", json.dumps(sink.pipeline.arch))
-            self._send(200, page.encode(), "text/html; charset=utf-8")
-        elif path == "/api/stats":
-            self._json(200, sink.stats())
-        elif path == "/snapshot.jpg":
-            with sink.cond:
-                image = sink.latest
-            if image is None:
-                self._send(503, b"no frame yet", "text/plain")
-            else:
-                self._send(200, sink.jpeg(image), "image/jpeg")
-        elif path == "/stream.mjpg":
-            self._stream()
-        else:
-            self._send(404, b"not found", "text/plain")
-
-    def _stream(self) -> None:
-        sink = self.owner
-        self.send_response(200)
-        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.close_connection = True
-        seen = -1
-        sink.clients += 1
-        try:
-            while True:
-                with sink.cond:
-                    while sink.seq == seen and not sink.closing:
-                        sink.cond.wait(1.0)
-                    if sink.closing and sink.seq == seen:
-                        return
-                    image, seen = sink.latest, sink.seq
-                if image is None:
-                    continue
-                data = sink.latest_jpeg(seen, image)
-                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " +
-                                 str(len(data)).encode() + b"\r\n\r\n" + data + b"\r\n")
-                self.wfile.flush()
-                if sink.closing:
-                    return
-        except (BrokenPipeError, ConnectionResetError, OSError):
-            return
-        finally:
-            sink.clients -= 1
-
-    def do_POST(self):  # noqa: N802
-        sink = self.owner
-        p = sink.pipeline
-        # JSON only: a cross-site form cannot send it without a CORS preflight we never answer
-        if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
-            return self._send(415, b"send application/json", "text/plain")
-        try:
-            length = min(int(self.headers.get("Content-Length") or 0), 65536)
-            body = json.loads(self.rfile.read(length) or b"{}")
-            if not isinstance(body, dict):
-                raise ValueError
-        except (ValueError, json.JSONDecodeError):
-            return self._send(400, b"bad JSON body", "text/plain")
-        path = self.path.split("?", 1)[0]
-        if path == "/api/domain":
-            name = str(body.get("domain", ""))
-            match = next((d for d in p.domains if d.lower() == name.lower()), None)
-            if match is None:
-                return self._send(400, f"unknown domain {name!r}; known: "
-                                       f"{', '.join(p.domains)}".encode(), "text/plain")
-            p.request("domain", match)
-            return self._json(200, {"ok": True, "domain": match})
-        if path in ("/api/style", "/api/ref"):
-            if p.arch != "v2":
-                return self._send(400, b"styles apply to StarGAN v2 models only", "text/plain")
-            if path == "/api/ref":
-                p.request("ref_face", None)
-            else:
-                seed = body.get("seed")
-                p.request("style", None if seed is None else int(seed))
-            return self._json(200, {"ok": True})
-        if path == "/api/view":
-            key = body.get("toggle")
-            if key not in p.view:
-                return self._send(400, b"toggle one of: side_by_side, overlay, mirror", "text/plain")
-            p.view[key] = not p.view[key]
-            return self._json(200, {"ok": True, "view": p.view})
-        self._send(404, b"not found", "text/plain")

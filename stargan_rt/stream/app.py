@@ -1,0 +1,207 @@
+"""The `webcam` verb's run: command-line options -> source, translator, face stage, sinks ->
+``Pipeline`` -> statistics and a summary. Nothing here imports torch (the parity reference is
+made lazily by ``_reference_factory``)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from stargan_rt.bundle import Bundle
+from stargan_rt.defaults import DEMO_MODELS, resolve_model
+from stargan_rt.errors import UserError
+from stargan_rt.imaging import read_image
+from stargan_rt.runtime import Translator
+from stargan_rt.stream.contracts import Sink, StreamOptions
+from stargan_rt.stream.faces import SYNTHETIC_FRAMING, FaceStage
+from stargan_rt.stream.pipeline import Pipeline
+from stargan_rt.stream.sinks import ProgressSink, RecordSink, VirtualCameraSink, WindowSink, \
+    gui_available
+from stargan_rt.stream.sources import open_source
+from stargan_rt.stream.web import HttpSink, parse_serve
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"--stats {path}: cannot write ({exc.strerror or exc})") from None
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _check_options(args) -> None:
+    """Everything cheap, before building engines or opening the camera."""
+    if args.parity_every < 0:
+        raise UserError("--parity-every must be >= 1 (or 0 for off)")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UserError("--max-frames must be >= 1")
+    if args.crop_scale is not None and not 1.0 <= args.crop_scale <= 5.0:
+        raise UserError("--crop-scale must be between 1 and 5 (face widths)")
+    if args.detect_every < 1:
+        raise UserError("--detect-every must be >= 1")
+    for option, value in (("--stats", args.stats), ("--record", args.record)):
+        if value:  # create the output folder, like the other verbs' --out
+            folder = Path(value).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(f"{option} {value}: cannot create the folder {folder} "
+                                f"({exc.strerror or exc})") from None
+            if not os.access(folder, os.W_OK):
+                raise UserError(f"{option} {value}: the folder {folder} is not writable")
+
+
+def _check_model(args, model_path) -> None:
+    """A bad model, an unknown domain or options of the other architecture fail before any
+    engine is built."""
+    bundle = Bundle.open(model_path)
+    if args.domain:
+        bundle.domain_index(args.domain)
+    if bundle.manifest.arch != "v2" and (args.seed is not None or args.ref or args.psi != 1.0):
+        raise UserError("--seed/--ref/--psi apply to StarGAN v2 models; this is a v1 model")
+    if args.labels and bundle.manifest.arch != "v1":
+        raise UserError("--labels applies to StarGAN v1 models; v2 models take --domain")
+
+
+def _headless(args) -> bool:
+    if args.headless:
+        return True
+    why = gui_available()
+    if why:
+        _log(f"no window: {why}; running headless (pass --headless to silence this)")
+    return bool(why)
+
+
+def _face_stage(args, translator, model_path) -> FaceStage:
+    config = dict(translator.bundle.manifest.config or {})
+    if "crop_scale" not in config and _is_demo(model_path):
+        config.update(SYNTHETIC_FRAMING)  # the demo faces are framed tighter than CelebA
+    if args.crop_scale is not None:
+        config["crop_scale"] = args.crop_scale
+    if args.crop_shift is not None:
+        config["crop_shift"] = args.crop_shift
+    return FaceStage(translator.image_size, translator.arch, config, every=args.detect_every,
+                     max_faces=args.max_faces, colour_match=not args.no_colour_match,
+                     no_face=args.no_face, align=not args.no_align)
+
+
+def _reference_factory(model_path):
+    """Makes the PyTorch reference for --parity-every (imports torch when called)."""
+    if importlib.util.find_spec("torch") is None:
+        raise UserError("--parity-every needs PyTorch for the reference; install it "
+                        "with pip install 'stargan-rt[torch]' or drop --parity-every")
+
+    def make_reference():
+        import torch
+
+        from stargan_rt.reference import TorchTranslator  # lazily: imports torch
+        # one thread: the reference runs beside the engine and must not fight it for
+        # cores (measured here: 2 threads 1180 ms, 1 thread 8 ms per tiny-model call)
+        torch.set_num_threads(1)
+        return TorchTranslator(model_path)
+    return make_reference
+
+
+def _sinks(args, headless: bool, serve) -> list[Sink]:
+    sinks: list[Sink] = [WindowSink()] if not headless else [ProgressSink()]
+    if args.record:
+        sinks.append(RecordSink(args.record))
+    if serve:
+        sinks.append(HttpSink(*serve))
+    if args.virtual_cam is not None:
+        sinks.append(VirtualCameraSink(args.virtual_cam or None))
+    return sinks
+
+
+def _target(args, translator) -> tuple[str | None, list[float] | None]:
+    if args.labels:
+        return None, translator.bundle.parse_labels(args.labels)
+    domain = args.domain
+    if domain is None:
+        domain = translator.domains[0]
+        _log(f"no --domain given: using {domain} (known: {', '.join(translator.domains)})")
+    return translator.domains[translator.bundle.domain_index(domain)], None
+
+
+def run_webcam(args) -> int:
+    _check_options(args)
+    serve = parse_serve(args.serve) if args.serve else None
+    ref_bgr = read_image(args.ref) if args.ref else None
+    model_path = resolve_model(args.model)
+    _check_model(args, model_path)
+    headless = _headless(args)
+
+    source = open_source(args.source, loop=args.loop, width=args.width, height=args.height,
+                         fps=args.fps)
+    _log(f"source: {source.description}")
+    try:
+        translator = Translator.create(model=str(model_path), target=args.target,
+                                       precision=args.precision, cache_dir=args.cache_dir,
+                                       log=_log)
+        domain, labels = _target(args, translator)
+        options = StreamOptions(
+            realtime=args.realtime, max_frames=args.max_frames, domain=domain, labels=labels,
+            seed=args.seed if args.seed is not None else 0, ref_bgr=ref_bgr, psi=args.psi,
+            parity_every=args.parity_every,
+            reference_factory=_reference_factory(model_path) if args.parity_every else None,
+            precision=args.precision, log=_log, model_name=str(model_path),
+            side_by_side=args.side_by_side, mirror=args.mirror)
+        pipeline = Pipeline(source, translator, _face_stage(args, translator, model_path),
+                            _sinks(args, headless, serve), options)
+    except BaseException:
+        source.close()
+        raise
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: pipeline.stop("terminated (SIGTERM)"))
+    _log(f"streaming {source.description} -> {pipeline.engine} {args.precision}, "
+         f"{'whole frame' if args.no_face else 'faces'}, "
+         f"{'live: newest frame wins' if pipeline.lossy else 'every frame'}; Ctrl-C to stop")
+    if serve and not source.live and not args.loop:
+        _log("note: the page stops with the stream; add --loop to keep a file playing")
+    code = pipeline.run()
+    summary = pipeline.summary()
+    if args.stats:
+        _write_json_atomic(Path(args.stats), summary)
+    _report(summary, args)
+    return code
+
+
+def _report(summary: dict, args) -> None:
+    lat = summary["latency_ms"]
+
+    def p(stage):
+        s = lat.get(stage)
+        return f"{s['p50']:.1f}/{s['p95']:.1f}" if s and s.get("count") else "-"
+    _log(f"stopped: {summary['stop_reason']}. frames in {summary['frames_in']} out "
+         f"{summary['frames_out']} dropped {summary['frames_dropped']}, faces "
+         f"{summary['faces_found']} in {summary['frames_with_faces']} frames, "
+         f"{summary['fps'] or 0:.1f} FPS; ms p50/p95 detect {p('detect')} infer {p('infer')} "
+         f"paste {p('paste')} end-to-end {p('end_to_end')}")
+    parity = summary.get("parity")
+    if parity and parity.get("checks"):
+        _log(f"parity vs PyTorch: {parity['checks']} checks, PSNR min {parity['psnr_db']['min']} "
+             f"dB, max error {parity['max_abs_err']} -> "
+             f"{'ok' if parity['passed'] else 'BELOW THRESHOLD'}")
+    if summary["error"]:
+        _log(f"error: {summary['error']}" + ("; the recording was finalised" if args.record
+                                              else ""))
+    if args.stats:
+        _log(f"stats written to {args.stats}")
+
+
+def _is_demo(model_path) -> bool:
+    try:
+        return any(Path(model_path).resolve() == p.resolve() for p in DEMO_MODELS.values())
+    except OSError:
+        return False
+
