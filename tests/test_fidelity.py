@@ -159,3 +159,13 @@ def test_v1_changes_maps_targets_to_renderer_properties():
     assert v1_changes(ATTRS, org, np.array([1, 0, 0, 0, 1], np.float32)) == {
         "smile": False, "glasses": True}
     assert v1_changes(["Bald", "Smiling"], np.array([0, 1.0]), np.array([1, 1.0])) is None
+
+
+def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift():
+    from stargan_train.metrics import kernel_inception_distance
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 16)), rng.normal(size=(300, 16))
+    same = kernel_inception_distance(a, b)
+    assert abs(same) < 0.02
+    assert kernel_inception_distance(a, b + 0.5) > 10 * abs(same) + 0.05

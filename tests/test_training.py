@@ -309,7 +309,17 @@ def test_v1_paper_preset_is_the_official_configuration_without_additions():
     assert (cfg["n_critic"], cfg["g_lr"], cfg["d_lr"], cfg["beta1"], cfg["beta2"]) == (
         5, 1e-4, 1e-4, 0.5, 0.999)
     assert (cfg["iters"], cfg["decay_iters"]) == (200000, 100000)
-    for addition in ("p_single", "augment", "ema_beta", "lambda_id", "lambda_cls_aux"):
+    for addition in ("p_single", "augment", "ema_beta", "lambda_id", "lambda_cls_aux",
+                     "lambda_keep", "ae_iters"):
+        assert cfg[addition] == 0, addition
+    assert cfg["lambda_adv"] == 1
+
+
+def test_v2_paper_preset_has_no_additions():
+    from stargan_train.solver_v2 import make_config as v2_config
+
+    cfg = v2_config("paper")
+    for addition in ("lambda_id", "lambda_keep", "ae_iters"):
         assert cfg[addition] == 0, addition
 
 

@@ -46,12 +46,12 @@ def _common(p) -> None:
 # help texts of their own are added by hand and listed in *_NAMED.
 V1_INTS = ("conv_dim", "repeat_num", "d_conv_dim", "d_repeat_num", "n_critic")
 V1_FLOATS = ("lambda_cls", "lambda_cls_g", "lambda_cls_aux", "lambda_rec", "lambda_gp", "lambda_id",
-             "g_lr", "d_lr", "p_single")
-V1_NAMED = ("augment", "ema_beta", "decay_iters", "lambda_keep", "ae_iters")
+             "lambda_adv", "g_lr", "d_lr", "p_single")
+V1_NAMED = ("augment", "ema_beta", "decay_iters", "lambda_keep", "ae_iters", "ae_lr")
 V2_INTS = ("dim_in", "max_conv_dim", "style_dim", "latent_dim", "hidden_dim")
 V2_FLOATS = ("lambda_reg", "lambda_sty", "lambda_ds", "lambda_cyc", "lambda_id", "lr", "f_lr",
              "weight_decay", "ema_beta")
-V2_NAMED = ("w_hpf", "ds_iters", "lambda_keep", "ae_iters")
+V2_NAMED = ("w_hpf", "ds_iters", "lambda_keep", "ae_iters", "ae_lr")
 
 
 def _typed_options(parser, ints, floats) -> None:
@@ -64,6 +64,8 @@ def _warm_start_options(parser) -> None:
     parser.add_argument("--ae-iters", type=int, dest="ae_iters",
                         help="first N iterations: G only learns to return its input (L1, the "
                              "input's own labels / style); 0 = off (paper)")
+    parser.add_argument("--ae-lr", type=float, dest="ae_lr",
+                        help="learning rate of G (and v2's E) during the --ae-iters warm-up")
     parser.add_argument("--lambda-keep", type=float, dest="lambda_keep",
                         help="weight of L1(G(x, target), x): change no more than the edit needs; "
                              "0 = off (paper)")

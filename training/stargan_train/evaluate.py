@@ -10,7 +10,13 @@
    - reconstruction L1 (v1: G(G(x, c_trg), c_org) vs x; v2: G(G(x, s_trg), E(x, y_org)) vs x);
    - v2: diversity, the mean pairwise L1 between outputs of different latent seeds.
    L1 values are mean absolute differences on the 0..1 pixel scale.
-3. FID / LPIPS only when the user provides weight files (see stargan_train.metrics).
+3. Fidelity, on data sets made by `stargan-rt data synth` (they carry their recipe): every
+   output against the true counterfactual, next to the unchanged input (see fidelity.py). A
+   classifier's verdict alone is no evidence of a good picture: generators learn to satisfy
+   classifiers with patterns.
+4. Realism without ground truth: KID between each target's outputs and real images showing the
+   target, on the independent classifier's features.
+5. FID / LPIPS only when the user provides weight files (see stargan_train.metrics).
 
 Held-out split: the folder layout's ``val/`` when it exists, else a fixed 10 % of the images
 (seeded); ``--test-data`` translates a separate data set instead (e.g. synthetic faces made with
@@ -351,6 +357,38 @@ def predict(model, images_bgr: np.ndarray, kind: str, batch: int = 256) -> np.nd
     return np.concatenate(outs)
 
 
+def classifier_features(model, images_bgr: np.ndarray, batch: int = 256) -> np.ndarray:
+    """(N, 128) pooled features of the independent classifier (its layers before dropout and
+    the last linear layer): the feature space of eval's realism distance (KID)."""
+    import torch
+
+    body = model[:-2]
+    with torch.no_grad():
+        return np.concatenate([body(_to_tensor(images_bgr[i:i + batch])).numpy()
+                               for i in range(0, len(images_bgr), batch)] or
+                              [np.zeros((0, 128), np.float32)])
+
+
+def realism(classifier, real: LabelledSet, outputs: dict[str, list[np.ndarray]]) -> dict:
+    """KID x 1000 between each target's outputs and the real images that show that target, on
+    the independent classifier's features (a network the translator never saw); lower is
+    closer. Needs no ground truth: the realism measure for CelebA or photos."""
+    from stargan_train.metrics import kernel_inception_distance
+
+    onehot = real.onehot()
+    out = {}
+    for i, name in enumerate(real.names):
+        fakes = [f for f in outputs.get(name, []) if len(f)]
+        reals = real.images[onehot[:, i] > 0]
+        if not fakes or len(reals) < 2 or sum(len(f) for f in fakes) < 2:
+            continue
+        out[name] = 1000.0 * kernel_inception_distance(
+            classifier_features(classifier, reals), classifier_features(classifier,
+                                                                        np.concatenate(fakes)))
+    return {"kid_x1000": out, "mean_kid_x1000": _nanmean(out.values()),
+            "features": "eval classifier (128-d pooled)"}
+
+
 def classifier_accuracy(model, data: LabelledSet) -> dict[str, float]:
     pred = predict(model, data.images, data.kind)
     if data.kind == "attributes":
@@ -424,7 +462,7 @@ def v1_targets(c_org: np.ndarray, names: list[str], kind: str) -> list[np.ndarra
 
 
 def evaluate_v1(adapter, classifier, held: LabelledSet, batch: int = 32,
-                samples: list | None = None, recipe=None) -> dict:
+                samples: list | None = None, recipe=None, outputs: dict | None = None) -> dict:
     names, kind = held.names, held.kind
     c_org_all = held.onehot()
     tally = fidelity.Tally(names) if recipe is not None else None
@@ -440,6 +478,8 @@ def evaluate_v1(adapter, classifier, held: LabelledSet, batch: int = 32,
                 continue
             xs, ct, co = x[active], c_trg[active], c_org[active]
             fake = adapter.translate(xs, ct)
+            if outputs is not None:
+                outputs.setdefault(names[i], []).append(fake)
             truths = None
             if tally is not None:
                 files = [held.files[start + k] for k in np.flatnonzero(active)]
@@ -482,7 +522,7 @@ def evaluate_v1(adapter, classifier, held: LabelledSet, batch: int = 32,
 
 
 def evaluate_v2(adapter, classifier, held: LabelledSet, seeds: int = 3, batch: int = 32,
-                samples: list | None = None, recipe=None) -> dict:
+                samples: list | None = None, recipe=None, outputs: dict | None = None) -> dict:
     if held.kind != "classes":
         raise UserError("StarGAN v2 models are evaluated on the folder layout (train/<domain>/, "
                         "val/<domain>/); this data set is in the CelebA layout")
@@ -500,6 +540,8 @@ def evaluate_v2(adapter, classifier, held: LabelledSet, seeds: int = 3, batch: i
                 continue
             xs, ys = x_all[rows], y_all[rows]
             outs = [adapter.translate(xs, t, seed) for seed in range(seeds)]
+            if outputs is not None:
+                outputs.setdefault(name, []).append(outs[0])
             truths = None
             if tally is not None:
                 files = [held.files[start + k] for k in np.flatnonzero(rows)]
@@ -605,12 +647,14 @@ def run_evaluation(model: str | os.PathLike, data: str | os.PathLike, max_images
     log(f"classifier: {info['epochs']} epochs in {info['seconds']} s; accuracy on held-out real "
         "images: " + ", ".join(f"{k} {v:.1%}" for k, v in info["held_out_accuracy"].items()))
     samples: list = []
+    outputs: dict = {}
     if translator.arch == "v1":
         result = evaluate_v1(adapter or V1Adapter(translator), classifier, held,
-                             samples=samples, recipe=recipe)
+                             samples=samples, recipe=recipe, outputs=outputs)
     else:
         result = evaluate_v2(adapter or V2Adapter(translator), classifier, held, seeds=seeds,
-                             samples=samples, recipe=recipe)
+                             samples=samples, recipe=recipe, outputs=outputs)
+    result["realism"] = realism(classifier, train, outputs)
     report = {"model": str(model), "data": str(data), "test_data": str(test_data or ""),
               "arch": translator.arch, "image_size": translator.image_size, "layout": layout,
               "domains": domains, "held_out_images": len(held), "skipped_images": len(skipped),
@@ -711,6 +755,11 @@ def format_table(report: dict) -> str:
             lines.append(f"{key}: {text}")
     lines.append("(accuracy: classifier agrees the output shows the target; kept: other attributes "
                  "unchanged; classifier: its accuracy on held-out real images; L1 on 0..1 pixels)")
+    if "realism" in report and report["realism"]["kid_x1000"]:
+        kid = report["realism"]["kid_x1000"]
+        lines.append("realism, KID x 1000 to real images of the target on the eval classifier's "
+                     "features (lower is closer): " + ", ".join(f"{k} {v:.2f}"
+                                                               for k, v in kid.items()))
     if "fidelity" in report:
         lines += ["", *format_fidelity(report["fidelity"])]
     return "\n".join(lines)

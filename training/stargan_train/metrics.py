@@ -54,6 +54,21 @@ def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
     return frechet_distance(*feature_statistics(real), *feature_statistics(fake))
 
 
+def kernel_inception_distance(real: np.ndarray, fake: np.ndarray) -> float:
+    """KID (Binkowski et al. 2018): the unbiased squared MMD between two feature sets under the
+    cubic polynomial kernel k(x, y) = (x.y / d + 1)^3. Unlike FID it is unbiased for small
+    sets (a few hundred images), so numbers from sets of different sizes compare."""
+    x, y = (np.asarray(f, dtype=np.float64) for f in (real, fake))
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or min(len(x), len(y)) < 2:
+        raise UserError(f"KID needs two sets of at least 2 feature vectors of one dimension, got "
+                        f"{x.shape} and {y.shape}")
+    d = x.shape[1]
+    kxx, kyy, kxy = ((a @ b.T / d + 1.0) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+    m, n = len(x), len(y)
+    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+                 + (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2.0 * kxy.mean())
+
+
 # ---------------------------------------------------------------------------------------------
 # LPIPS
 def lpips_from_features(feats_a, feats_b, linear_weights, eps: float = 1e-10):

@@ -2,10 +2,18 @@
 
 Losses (FACTS-stargan.md):
   D: -mean D_src(x) + mean D_src(G(x, c_trg)) + lambda_cls * cls(D_cls(x), c_org) + lambda_gp * GP
-  G (every n_critic D steps): -mean D_src(G(x, c_trg)) + lambda_rec * L1(x, G(G(x, c_trg), c_org))
+  G (every n_critic D steps): -lambda_adv * mean D_src(G(x, c_trg))
+                              + lambda_rec * L1(x, G(G(x, c_trg), c_org))
                               + lambda_cls_g * cls(D_cls(G(x, c_trg)), c_trg)
                               [+ lambda_id * L1(x, G(x, c_org)): not in the paper; optional]
                               [+ lambda_cls_aux * cls(C(G(x, c_trg)), c_trg): not in the paper]
+                              [+ lambda_keep * L1(x, G(x, c_trg)): not in the paper]
+  Warm-up (ae_iters > 0, not in the paper): G first learns L1(x, G(x, c_org)) alone at ae_lr while
+  D's classifier head and C learn the real labels; then the losses above.
+  Why lambda_adv and lambda_keep: with the gradient penalty D's gradient w.r.t. an image has norm
+  about 1, while lambda * L1 gives lambda / sqrt(pixels) (0.09 for lambda 10 at 64 px): at weight
+  1 the adversarial term outweighs identity tenfold, and a short run ends with faces that fool
+  the critic but have lost background, skin and identity.
   C (lambda_cls_aux > 0): a separate attribute classifier trained on the real images each step.
   cls: CelebA attributes BCE-with-logits summed over attributes, mean over the batch; RaFD classes
   cross-entropy; joint CelebA+RaFD ("both"): label = [celeba, rafd one-hot, mask(2)], D's
@@ -70,7 +78,7 @@ PRESETS = {
                   lambda_gp=10.0, n_critic=5,
                   g_lr=1e-4, d_lr=1e-4, beta1=0.5, beta2=0.999, batch=16, iters=200000,
                   decay_iters=100000, p_single=0.0, augment=0.0, ema_beta=0.0, lambda_id=0.0,
-                  lambda_keep=0.0, ae_iters=0,
+                  lambda_keep=0.0, ae_iters=0, ae_lr=0.0, lambda_adv=1.0,
                   bf16=False,
                   channels_last=False, ckpt_every=10000, sample_every=1000, log_every=10,
                   max_minutes=0.0, threads=0),
@@ -86,7 +94,7 @@ PRESETS = {
                  lambda_gp=10.0, n_critic=1,
                  g_lr=2e-4, d_lr=2e-4, beta1=0.5, beta2=0.999, batch=8, iters=5000,
                  decay_iters=2500, p_single=0.75, augment=0.125, ema_beta=0.999, lambda_id=0.0,
-                 bf16=True,
+                 lambda_keep=0.0, ae_iters=0, ae_lr=1e-3, lambda_adv=1.0, bf16=True,
                  channels_last=False, ckpt_every=100, sample_every=100, log_every=10,
                  max_minutes=17.0, threads=-1),
 }
@@ -96,7 +104,8 @@ RUN_KEYS = ("dataset", "attrs", "image_size", "conv_dim", "repeat_num", "d_conv_
             "d_repeat_num", "lambda_cls", "lambda_cls_g", "lambda_cls_aux", "lambda_rec",
             "lambda_gp", "n_critic",
             "g_lr", "d_lr", "beta1", "beta2", "batch", "iters", "decay_iters", "p_single",
-            "augment", "ema_beta", "lambda_id", "lambda_keep", "ae_iters", "bf16", "seed",
+            "augment", "ema_beta", "lambda_id", "lambda_keep", "ae_iters", "ae_lr", "lambda_adv",
+            "bf16", "seed",
             "world")
 
 
@@ -303,13 +312,15 @@ class V1Trainer(common.Trainer):
     def step(self, it: int) -> dict:
         cfg = self.cfg
         bf16 = cfg["bf16"]
-        for opt, base in ((self.g_opt, cfg["g_lr"]), (self.d_opt, cfg["d_lr"])):
+        warm_up = it < cfg.get("ae_iters", 0)
+        for opt, base in ((self.g_opt, cfg["ae_lr"] if warm_up else cfg["g_lr"]),
+                          (self.d_opt, cfg["d_lr"])):
             common.set_lr(opt, common.linear_decay_lr(base, self.sched_it, cfg["iters"],
                                                       cfg["decay_iters"]))
         x, c_org, c_trg, label_org, label_trg, which = self._next(it)
         cls_kind = "celeba" if which == "celeba" else "rafd"
         shift = cfg.get("augment", 0.0)
-        if it < cfg.get("ae_iters", 0):
+        if warm_up:
             return self._autoencoder_step(x, c_org, label_org, which)
 
         # Discriminator.
@@ -364,7 +375,7 @@ class V1Trainer(common.Trainer):
                                  if self.C is not None else torch.zeros(()))
                     x_rec = self.G(x_fake, c_org)
                     g_rec = (x.float() - x_rec.float()).abs().mean()
-                g_loss = (g_fake + cfg["lambda_rec"] * g_rec + cfg["lambda_cls_g"] * g_cls
+                g_loss = (cfg["lambda_adv"] * g_fake + cfg["lambda_rec"] * g_rec + cfg["lambda_cls_g"] * g_cls
                           + cfg["lambda_cls_aux"] * g_cls_aux + lambda_id * g_id
                           + lambda_keep * g_keep)
                 self.g_opt.zero_grad(set_to_none=True)
@@ -372,7 +383,7 @@ class V1Trainer(common.Trainer):
                 self.dist.average_gradients([self.G])
                 self.g_opt.step()
                 if self.G_ema is not None:
-                    common.ema_update(self.G_ema, self.G, cfg["ema_beta"])
+                    common.ema_update(self.G_ema, self.G, cfg["ema_beta"], self.it)
             finally:
                 for net in judges:
                     net.requires_grad_(True)
@@ -387,7 +398,8 @@ class V1Trainer(common.Trainer):
 
     def _autoencoder_step(self, x, c_org, label_org, which: str) -> dict:
         """Warm-up (the first ``ae_iters`` iterations): G learns to return its input given the
-        input's own labels (L1), the auxiliary classifier learns the labels; D waits.
+        input's own labels (L1); D's classifier head and the auxiliary classifier learn the
+        labels of real images, so that G's first classification gradients are not noise.
 
         Why: under the adversarial and classification losses from a random start, a small G
         spends a short run's whole budget without learning to reproduce faces, and its
@@ -401,8 +413,16 @@ class V1Trainer(common.Trainer):
         self.dist.average_gradients([self.G])
         self.g_opt.step()
         if self.G_ema is not None:
-            common.ema_update(self.G_ema, self.G, cfg["ema_beta"])
-        losses = {"G/ae": g_ae.item()}
+            common.ema_update(self.G_ema, self.G, cfg["ema_beta"], self.it)
+        with common.autocast(cfg["bf16"], self.device):
+            _, out_cls = self.D(translate(x, cfg["augment"]))
+            d_cls = self._cls_loss(self._d_cls_slice(out_cls, which), label_org,
+                                   "celeba" if which == "celeba" else "rafd")
+        self.d_opt.zero_grad(set_to_none=True)
+        d_cls.backward()
+        self.dist.average_gradients([self.D])
+        self.d_opt.step()
+        losses = {"G/ae": g_ae.item(), "D/cls": d_cls.item()}
         if self.C is not None:
             losses["C/cls"] = self._classifier_step(x, label_org, which)
         return losses

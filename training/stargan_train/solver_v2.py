@@ -31,7 +31,7 @@ PRESETS = {
                   hidden_dim=512, w_hpf=0.0, lambda_reg=1.0, lambda_sty=1.0, lambda_ds=1.0,
                   ds_iters=100000, lambda_cyc=1.0, lr=1e-4, f_lr=1e-6, beta1=0.0, beta2=0.99,
                   weight_decay=1e-4, ema_beta=0.999, batch=8, iters=100000, bf16=False,
-                  lambda_id=0.0, lambda_keep=0.0, ae_iters=0,
+                  lambda_id=0.0, lambda_keep=0.0, ae_iters=0, ae_lr=0.0,
                   channels_last=False, ckpt_every=5000, sample_every=5000, log_every=10,
                   max_minutes=0.0, threads=0),
     # Small CPU run at 64 px: narrow networks, a 64-wide mapping network with a 10x larger F
@@ -41,6 +41,7 @@ PRESETS = {
                  hidden_dim=64, w_hpf=0.0, lambda_reg=1.0, lambda_sty=1.0, lambda_ds=1.0,
                  ds_iters=1500, lambda_cyc=1.0, lr=2e-4, f_lr=2e-5, beta1=0.0, beta2=0.99,
                  weight_decay=1e-4, ema_beta=0.99, batch=8, iters=1500, bf16=True,
+                 lambda_id=0.0, lambda_keep=0.0, ae_iters=0, ae_lr=1e-3,
                  channels_last=False, ckpt_every=50, sample_every=50, log_every=10,
                  max_minutes=17.0, threads=-1),
 }
@@ -48,7 +49,7 @@ PRESETS = {
 RUN_KEYS = ("domains", "image_size", "dim_in", "max_conv_dim", "style_dim", "latent_dim",
             "hidden_dim", "w_hpf", "lambda_reg", "lambda_sty", "lambda_ds", "ds_iters",
             "lambda_cyc", "lr", "f_lr", "beta1", "beta2", "weight_decay", "ema_beta", "batch",
-            "iters", "bf16", "lambda_id", "lambda_keep", "ae_iters", "seed", "world")
+            "iters", "bf16", "lambda_id", "lambda_keep", "ae_iters", "ae_lr", "seed", "world")
 
 
 def make_config(preset: str, **overrides) -> dict:
@@ -278,11 +279,14 @@ class V2Trainer(common.Trainer):
         lambda_ds = cfg["lambda_ds"] * max(0.0, 1.0 - self.sched_it / cfg["ds_iters"]) \
             if cfg["ds_iters"] > 0 else cfg["lambda_ds"]
         losses = {}
-        if it < cfg.get("ae_iters", 0):
+        warm_up = it < cfg.get("ae_iters", 0)
+        for k in ("G", "E"):   # the warm-up has a learning rate of its own
+            common.set_lr(self.opt[k], cfg["ae_lr"] if warm_up else cfg["lr"])
+        if warm_up:
             losses = self._autoencoder_step(b)
             for name in ("G", "E"):
                 common.ema_update(getattr(self, f"{name}_ema"), getattr(self, name),
-                                  cfg["ema_beta"])
+                                  cfg["ema_beta"], self.it)
             return losses
         for k, v in self._d_step(b, z_trg=b["z_trg"]).items():
             losses[f"D/latent_{k}"] = v
@@ -293,9 +297,9 @@ class V2Trainer(common.Trainer):
         for k, v in self._g_step(b, lambda_ds, latent=False).items():
             losses[f"G/ref_{k}"] = v
         beta = cfg["ema_beta"]
-        common.ema_update(self.G_ema, self.G, beta)
-        common.ema_update(self.F_ema, self.F, beta)
-        common.ema_update(self.E_ema, self.E, beta)
+        common.ema_update(self.G_ema, self.G, beta, self.it)
+        common.ema_update(self.F_ema, self.F, beta, self.it)
+        common.ema_update(self.E_ema, self.E, beta, self.it)
         losses["lambda_ds"] = lambda_ds
         return losses
 
