@@ -183,7 +183,7 @@ class Reference:
 
         from stargan_rt.imaging import bgr_to_unit_nchw
         from stargan_rt.models.build import load_network
-        from stargan_rt.runtime import latent_for_seed
+        from stargan_rt.latents import latent_for_seed
 
         self.torch = torch
         self.bundle = bundle
@@ -269,7 +269,7 @@ class Reference:
 
 def check_engines(reference: Reference, target: str, precision: str, engines: dict, io: str,
                   thresholds: Thresholds) -> list[OutputResult]:
-    from stargan_rt.runtime import network_precision
+    from stargan_rt.build import network_precision
 
     results = []
     for network, engine in engines.items():

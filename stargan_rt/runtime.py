@@ -1,5 +1,6 @@
 """The runtime translator: engines for one bundle, target and precision, with the same interface as
-the PyTorch reference (stargan_rt/reference.py ``TorchTranslator``).
+the PyTorch reference (stargan_rt/reference.py ``TorchTranslator``); the engines come from
+``stargan_rt.build`` and this module only runs them.
 
 No torch here: a deployed device needs numpy, OpenCV and its engine's runtime. The ONNX graphs a
 build needs are kept in the engine cache (``onnx/<bundle hash>/<io>/``); only when they are
@@ -9,209 +10,23 @@ Per frame: v1 runs the generator (and, for ``set_domain``, the discriminator's c
 the source's other attributes); v2 runs the FAN masks engine (w_hpf > 0) and the generator. v1
 label vectors and v2 styles (mapping network or style encoder engine) are computed once per
 target and cached.
-
-Which networks run at the requested precision: the per-frame generator. The classifier, FAN,
-mapping network and style encoder stay fp32 (cheap, or computed once, and accuracy-sensitive).
 """
 from __future__ import annotations
 
-import hashlib
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from stargan_rt.backends import PRECISIONS, TARGETS, BuildInfo, Engine, get_engine
-from stargan_rt.backends.base import INSTALL_HINTS
-from stargan_rt.backends.cache import EngineCache
+from stargan_rt.backends import BuildInfo, Engine
+from stargan_rt.build import BuildRequest, BuildResult, build
 from stargan_rt.bundle import Bundle, check_domain_target, v1_target_labels
 from stargan_rt.errors import UserError
-from stargan_rt.latents import latent_for_seed  # noqa: F401 (re-exported for parity)
+from stargan_rt.latents import latent_for_seed
 
 Log = Callable[[str], None]
 
 # Mean style for truncation (psi < 1) is taken over this many latent codes (official value).
 TRUNCATION_SAMPLES = 10_000
-# Networks whose engines run at the requested precision; the rest stay fp32.
-REDUCED_PRECISION_NETWORKS = ("generator",)
-
-
-def networks_for(bundle: Bundle) -> list[str]:
-    """The inference networks a translator needs for this bundle."""
-    manifest = bundle.manifest
-    if manifest.arch == "v1":
-        return ["generator"] + (["discriminator"] if bundle.has("discriminator") else [])
-    nets = ["generator", "mapping_network", "style_encoder"]
-    if manifest.config.get("w_hpf", 0) > 0:
-        if not bundle.has("fan"):
-            raise UserError(f"{bundle.path}: w_hpf > 0 needs the fan network for its masks, but "
-                            "the bundle has none; re-import with --fan wing.ckpt")
-        nets.append("fan")
-    return nets
-
-
-def network_precision(network: str, precision: str) -> str:
-    return precision if network in REDUCED_PRECISION_NETWORKS else "fp32"
-
-
-# -- target selection ----------------------------------------------------------------------------
-def resolve_target(target: str, log: Log = print) -> str:
-    """``auto`` -> the first available of tensorrt, openvino, onnxruntime (saying which and why);
-    an explicit target is checked to be installed."""
-    from stargan_rt.targets import PROBES, probe_all
-
-    if target == "auto":
-        statuses = probe_all()
-        chosen = next((s for s in statuses if s.available), None)
-        if chosen is None:
-            raise UserError("no engine target is available: " + "; ".join(
-                f"{s.name}: {s.detail}" for s in statuses)
-                + f"; install one: {INSTALL_HINTS['openvino']}")
-        skipped = [f"{s.name}: {s.detail}" for s in statuses[:statuses.index(chosen)]]
-        why = f" (skipped {'; '.join(skipped)})" if skipped else " (first in the preference order)"
-        log(f"target auto -> {chosen.name} {chosen.version} on {chosen.detail}{why}")
-        return chosen.name
-    if target not in TARGETS:
-        raise UserError(f"unknown target {target!r}; expected auto or one of {', '.join(TARGETS)}")
-    status = PROBES[target]()
-    if not status.available:
-        hint = ("" if "pip install" in status.detail
-                else f"; install it with: {INSTALL_HINTS[target]}")
-        raise UserError(f"target {target} is not available here: {status.detail}{hint}")
-    return target
-
-
-# -- ONNX graphs for a build -----------------------------------------------------------------------
-def _calib_id(calib) -> str:
-    if calib is None:
-        return "demo"
-    path = Path(calib)
-    try:
-        stamp = f"{path.resolve()}:{path.stat().st_mtime_ns}"
-    except OSError:
-        raise UserError(f"--calib {calib}: no such file or directory; give a folder of face "
-                        "images or a video (at least 256 frames)") from None
-    return hashlib.sha256(stamp.encode()).hexdigest()[:10]
-
-
-@dataclass
-class GraphSet:
-    """The ONNX files one build uses: {network: path} plus notes for the user."""
-
-    paths: dict[str, Path]
-    notes: list[str] = field(default_factory=list)
-
-
-def prepare_graphs(bundle: Bundle, target: str, precision: str, cache: EngineCache,
-                   io: str = "uint8", calib=None, networks: list[str] | None = None,
-                   log: Log = print) -> GraphSet:
-    """Export (when not cached) and convert the graphs a target needs at a precision."""
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-    networks = networks or networks_for(bundle)
-    for net in networks:
-        if not bundle.has(net):
-            raise UserError(f"{bundle.path}: the bundle has no {net} network "
-                            f"(it has: {', '.join(bundle.manifest.networks)})")
-    folder = cache.onnx_dir(bundle.content_hash, io)
-    fp32 = {net: folder / f"{net}.{io}.fp32.onnx" for net in networks}
-    missing = [net for net, path in fp32.items() if not path.is_file()]
-    if missing:
-        if not _torch_available():
-            raise UserError(f"no exported ONNX for {', '.join(missing)} of {bundle.path} in the "
-                            f"engine cache {cache.root}, and exporting needs torch: "
-                            "pip install 'stargan-rt[export]' (or copy the cache from a machine "
-                            "that built it)")
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            from stargan_rt.backends.cache import _disk_error
-            raise _disk_error(folder, exc, cache.root) from None
-        from stargan_rt.export import export_bundle
-
-        made = export_bundle(bundle.path, folder, io=io, networks=missing, log=log)
-        for net, path in made.items():
-            if Path(path) != fp32[net]:
-                os.replace(path, fp32[net])
-    paths, notes = {}, []
-    for net in networks:
-        want = network_precision(net, precision)
-        fuse = False
-        if target == "tensorrt" and net == "generator" and bundle.manifest.arch == "v2":
-            fuse, note = _tensorrt_adain_plugin()
-            notes.append(note)
-        if want == "fp32" and not fuse or target == "openvino" and want == "fp16":
-            # OpenVINO converts the fp32 graph itself (bf16 / f16 inference hint).
-            paths[net] = fp32[net]
-            continue
-        suffix = want if want != "int8" else f"int8-{_calib_id(calib)}"
-        path = folder / f"{net}.{io}.{suffix}{'.fused' if fuse else ''}.onnx"
-        if not path.is_file():
-            _convert(fp32[net], path, want, fuse, calib, bundle, log)
-        paths[net] = path
-    return GraphSet(paths, notes)
-
-
-def _torch_available() -> bool:
-    try:
-        import torch  # noqa: F401  (only to know whether exporting is possible)
-    except ImportError:
-        return False
-    return True
-
-
-def _convert(source: Path, out: Path, precision: str, fuse: bool, calib, bundle: Bundle,
-             log: Log) -> None:
-    try:
-        from stargan_rt.export.calibration import load_calibration_frames
-        from stargan_rt.export.precision import prepare_graph
-    except ImportError as exc:
-        raise UserError(f"precision {precision} needs the precision converter "
-                        f"(stargan_rt.export.precision: {exc})") from None
-    frames = None
-    if precision == "int8":
-        frames = load_calibration_frames(calib, bundle.manifest.image_size)
-        log(f"calibrating int8 on {len(frames)} frames from {calib or 'the built-in demo data'}")
-    _, fused = prepare_graph(source, out, precision, fuse=fuse, calib_frames=frames)
-    if fuse:
-        log(f"tensorrt: fused {fused} AdaIN blocks into plugin nodes -> {out.name}")
-
-
-def _tensorrt_adain_plugin() -> tuple[bool, str]:
-    """Use the fused AdaIN graph when the TensorRT plugin library is there, else the unfused."""
-    from stargan_rt.backends import tensorrt as trt_backend
-
-    libs = trt_backend.plugin_libraries()
-    if not libs:
-        return False, (f"tensorrt: AdaIN plugin library not found (set {trt_backend.PLUGIN_ENV} "
-                       f"or build {trt_backend.PLUGIN_LIBRARY}); using the unfused graph "
-                       "(InstanceNormalization + Mul + Add)")
-    return True, f"tensorrt: AdaIN plugin from {libs[0]}; using the fused graph"
-
-
-def build_engines(model=None, target: str = "auto", precision: str = "fp32", cache_dir=None,
-                  io: str = "uint8", calib=None, networks: list[str] | None = None,
-                  log: Log = print, rebuild: bool = False):
-    """Resolve bundle and target, prepare graphs, build or reuse engines.
-
-    Returns (bundle, target, {network: Engine}, [BuildInfo], GraphSet)."""
-    from stargan_rt.defaults import resolve_model
-
-    bundle = Bundle.open(resolve_model(model))
-    target = resolve_target(target, log)
-    cache = EngineCache(cache_dir)
-    graphs = prepare_graphs(bundle, target, precision, cache, io, calib, networks, log)
-    for note in graphs.notes:
-        log(note)
-    engines, infos = {}, []
-    for net, path in graphs.paths.items():
-        engine, info = get_engine(target, path, net, network_precision(net, precision), cache, log,
-                                  rebuild=rebuild)
-        engines[net] = engine
-        infos.append(info)
-    return bundle, target, engines, infos, graphs
 
 
 # -- the translator --------------------------------------------------------------------------------
@@ -236,14 +51,29 @@ class Translator:
 
     @classmethod
     def create(cls, model=None, target: str = "auto", precision: str = "fp32", cache_dir=None,
-               log: Log = print, calib=None, rebuild: bool = False) -> "Translator":
-        bundle, target, engines, infos, _ = build_engines(model, target, precision, cache_dir,
-                                                          "uint8", calib, None, log, rebuild)
-        for info in infos:
+               log: Log = print, calib=None, rebuild: bool = False) -> Translator:
+        result = build(BuildRequest(model, target, precision, cache_dir, "uint8", calib,
+                                    rebuild=rebuild), log)
+        for info in result.infos:
             if info.built:
                 log(f"built {info.target} {info.precision} {info.network} engine in "
                     f"{info.seconds:.1f} s -> {info.path}")
-        return cls(bundle, target, precision, engines, infos)
+        return cls.from_build(result)
+
+    @classmethod
+    def from_build(cls, result: BuildResult) -> Translator:
+        return cls(result.bundle, result.target, result.precision, result.engines, result.infos)
+
+    def close(self) -> None:
+        """Close the engines (idempotent); the translator cannot run afterwards."""
+        for engine in self.engines.values():
+            engine.close()
+
+    def __enter__(self) -> Translator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # -- choosing the target -------------------------------------------------------------------
     def set_domain(self, name: str) -> None:

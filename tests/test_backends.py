@@ -14,10 +14,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from stargan_rt.backends import get_engine
+from stargan_rt.backends import get_backend, get_engine
 from stargan_rt.backends import onnxruntime as ort_backend
 from stargan_rt.backends import openvino as ov_backend
-from stargan_rt.backends.base import backend_module
 from stargan_rt.backends.cache import EngineCache, write_atomic
 from stargan_rt.errors import UserError
 
@@ -72,6 +71,30 @@ def feeds(batch=3, seed=0):
     rng = np.random.default_rng(seed)
     return {"image": rng.integers(0, 256, (batch, SIZE, SIZE, 3), dtype=np.uint8),
             "labels": rng.random((batch, 2), dtype=np.float32)}
+
+
+def test_every_target_is_one_registered_backend():
+    from stargan_rt.backends import BACKENDS, Backend
+    from stargan_rt.targets import PREFERENCE
+
+    assert PREFERENCE == tuple(BACKENDS) == ("tensorrt", "openvino", "onnxruntime")
+    for name, backend in BACKENDS.items():
+        assert isinstance(backend, Backend) and backend.name == name
+        assert backend.suffix and backend.install_hint
+        for method in ("probe", "runtime_version", "device_name", "compile", "load"):
+            assert getattr(type(backend), method) is not getattr(Backend, method), (name, method)
+        assert backend.probe().name == name
+
+
+@pytest.mark.parametrize("target", CPU_TARGETS)
+def test_closed_engine_refuses_to_run(target, graph, cache):
+    engine, _ = get_engine(target, graph, "generator", "fp32", cache, log=lambda m: None)
+    f = feeds()
+    assert engine.run(f)["translated"].shape == (3, SIZE, SIZE, 3)
+    engine.close()
+    engine.close()  # idempotent
+    with pytest.raises(UserError, match="closed"):
+        engine.run(f)
 
 
 @pytest.mark.parametrize("target", CPU_TARGETS)
@@ -164,7 +187,7 @@ def test_damaged_cache_entries_are_rebuilt_and_said(target, damage, graph, cache
     elif damage == "no-metadata":
         cache.meta_path(path).unlink()
     else:  # garbage that still matches its metadata: the runtime itself rejects it
-        cache.store(EngineCacheKey(target, graph), "generator", backend_module(target).SUFFIX,
+        cache.store(EngineCacheKey(target, graph), "generator", get_backend(target).suffix,
                     b"not an engine" * 10)
     said = []
     engine, info2 = get_engine(target, graph, "generator", "fp32", cache, log=said.append)
@@ -174,7 +197,7 @@ def test_damaged_cache_entries_are_rebuilt_and_said(target, damage, graph, cache
     np.testing.assert_array_equal(engine.run(f)["translated"],
                                   expected(f["image"], f["labels"])[0])
     assert cache.lookup(EngineCacheKey(target, graph), "generator",
-                        backend_module(target).SUFFIX).hit
+                        get_backend(target).suffix).hit
 
 
 def EngineCacheKey(target, graph):  # noqa: N802 - reads like the key it builds
@@ -232,7 +255,7 @@ def test_corrupt_onnx_is_a_user_error(tmp_path, cache):
 
 def test_unknown_target_and_missing_onnx(tmp_path, cache):
     with pytest.raises(UserError, match="unknown target"):
-        backend_module("coreml")
+        get_backend("coreml")
     with pytest.raises(UserError, match="no such ONNX"):
         get_engine("onnxruntime", tmp_path / "none.onnx", "generator", "fp32", cache)
 
@@ -261,9 +284,9 @@ def test_backends_do_not_import_runtimes_or_torch_at_import():
 
 # -- TensorRT: only where it is installed with a GPU ----------------------------------------------
 def _tensorrt_or_skip():
-    from stargan_rt.targets import probe_tensorrt
+    from stargan_rt.targets import probe
 
-    status = probe_tensorrt()
+    status = probe("tensorrt")
     if not status.available:
         pytest.skip(f"TensorRT engine tests need TensorRT and an NVIDIA GPU: {status.detail}")
     pytest.importorskip("pycuda.driver", reason="TensorRT runtime tests need pycuda")

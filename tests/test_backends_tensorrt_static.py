@@ -84,7 +84,8 @@ OTHER_RECEIVERS = {
     "Call:_cuda", "Device", "Context", "Constant", "IfExp", "Subscript", "_context_cuda", "_cuda",
     "_stream", "array", "candidate", "cuda", "device", "driver", "dtype", "env", "environ", "here",
     "json", "key", "loaded", "errors", "meta_file", "np", "os", "out", "p", "parent", "path",
-    "results", "self", "spec", "threading", "resolve", "Path",
+    "results", "self", "spec", "threading", "resolve", "Path", "shutil", "subprocess",
+    "importlib", "cache", "line", "allocation", "BACKEND", "_device", "stdout",
 }
 REMOVED_IN_11 = ("EXPLICIT_BATCH", "int8_calibrator", "OBEY_PRECISION_CONSTRAINTS",
                  "IInt8EntropyCalibrator2")

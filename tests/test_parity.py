@@ -149,9 +149,9 @@ def test_parity_on_an_image_folder(cli, bundles, cache_dir, tmp_path):
     (["--images", "/nonexistent/faces"], "no such"),
 ])
 def test_parity_bad_input_exits_2(cli, bundles, cache_dir, args, words):
-    from stargan_rt.targets import probe_tensorrt
+    from stargan_rt.targets import probe
 
-    if "tensorrt" in args and probe_tensorrt().available:
+    if "tensorrt" in args and probe("tensorrt").available:
         pytest.skip("TensorRT is installed here")
     result = cli("parity", "--model", bundles["v1"], "--cache-dir", cache_dir, *args)
     assert result.code == 2, result

@@ -12,7 +12,9 @@ import pytest
 
 from engine_bundles import SIZE, tiny_v1, tiny_v2
 from stargan_rt.errors import UserError
-from stargan_rt.runtime import Translator, latent_for_seed, resolve_target
+from stargan_rt.latents import latent_for_seed
+from stargan_rt.runtime import Translator
+from stargan_rt.targets import resolve_target
 
 CPU_TARGETS = ["openvino", "onnxruntime"]
 
@@ -139,7 +141,7 @@ def test_targets_that_are_unknown_or_not_installed(monkeypatch):
                         lambda: targets.TargetStatus("openvino", False, detail="not installed"))
     with pytest.raises(UserError, match="pip install openvino"):
         resolve_target("openvino")
-    if not targets.probe_tensorrt().available:
+    if not targets.probe("tensorrt").available:
         with pytest.raises(UserError, match="stargan-rt\\[tensorrt\\]"):
             resolve_target("tensorrt")
 
@@ -157,6 +159,15 @@ def test_bad_requests(bundles, cache_dir, faces):
     with pytest.raises(UserError, match="v2 models only"):
         engine.set_style(seed=1)
     assert engine(faces[:0]).shape == (0, SIZE, SIZE, 3)
+
+
+def test_translator_closes_its_engines(bundles, cache_dir, faces):
+    with Translator.create(bundles["v1"], target="onnxruntime", cache_dir=cache_dir,
+                           log=quiet) as engine:
+        engine.set_labels([1, 0, 0])
+        assert engine(faces[:1]).shape == (1, SIZE, SIZE, 3)
+    with pytest.raises(UserError, match="closed"):
+        engine(faces[:1])
 
 
 def test_missing_network_is_a_user_error(bundles, cache_dir, tmp_path):

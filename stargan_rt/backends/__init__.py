@@ -1,7 +1,9 @@
-"""Engines for every target behind one interface (see base.py), built once and cached (cache.py).
+"""The engine targets, registered in ``auto``'s order of preference, and the engine cache.
 
-``get_engine(target, onnx_path, network, precision, cache)`` returns a loaded engine and a
-``BuildInfo`` saying whether it was built now or reused, where it lives, its size and build time.
+Adding a target: a module here with a ``Backend`` subclass (see base.py) and one line in
+``BACKENDS``. ``get_engine(target, onnx_path, network, precision, cache)`` returns a loaded
+engine and a ``BuildInfo`` saying whether it was built now or reused, where it lives, its size
+and build time.
 """
 from __future__ import annotations
 
@@ -9,13 +11,31 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stargan_rt.backends.base import (INSTALL_HINTS, PRECISIONS, TARGETS, Engine, TensorSpec,
-                                      backend_module)
+from stargan_rt.backends import onnxruntime, openvino, tensorrt
+from stargan_rt.backends.base import (PRECISIONS, Backend, Engine, GraphChoice, TargetStatus,
+                                      TensorSpec)
 from stargan_rt.backends.cache import EngineCache, EngineKey, sha256_file
 from stargan_rt.errors import UserError
 
-__all__ = ["Engine", "TensorSpec", "TARGETS", "PRECISIONS", "INSTALL_HINTS", "BuildInfo",
-           "get_engine", "engine_key", "backend_module"]
+# The registry, in `--target auto`'s order of preference: the NVIDIA GPU engine, the fast CPU
+# engine, then the portable fallback.
+BACKENDS: dict[str, Backend] = {backend.name: backend for backend in (
+    tensorrt.BACKEND,
+    openvino.BACKEND,
+    onnxruntime.BACKEND,
+)}
+TARGETS = tuple(BACKENDS)
+
+__all__ = ["BACKENDS", "TARGETS", "PRECISIONS", "Backend", "BuildInfo", "Engine", "GraphChoice",
+           "TargetStatus", "TensorSpec", "engine_key", "get_backend", "get_engine"]
+
+
+def get_backend(target: str) -> Backend:
+    try:
+        return BACKENDS[target]
+    except KeyError:
+        raise UserError(f"unknown target {target!r}; expected one of auto, "
+                        f"{', '.join(TARGETS)}") from None
 
 
 @dataclass
@@ -31,27 +51,27 @@ class BuildInfo:
 
 
 def engine_key(target: str, onnx_path: Path, precision: str) -> EngineKey:
-    module = backend_module(target)
+    backend = get_backend(target)
     return EngineKey(onnx_sha256=sha256_file(onnx_path), precision=precision, target=target,
-                     runtime_version=module.runtime_version(), device=module.device_name(),
-                     options=module.build_options(precision))
+                     runtime_version=backend.runtime_version(), device=backend.device_name(),
+                     options=backend.build_options(precision))
 
 
 def get_engine(target: str, onnx_path: Path, network: str, precision: str,
                cache: EngineCache, log=print, rebuild: bool = False) -> tuple[Engine, BuildInfo]:
     """Load the cached engine for (ONNX, precision, target, runtime, device) or build it."""
-    module = backend_module(target)
+    backend = get_backend(target)
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise UserError(f"{onnx_path}: no such ONNX file; run `stargan-rt build` with the bundle "
                         "to export it")
     key = engine_key(target, onnx_path, precision)
-    found = cache.lookup(key, network, module.SUFFIX)
+    found = cache.lookup(key, network, backend.suffix)
     note = ""
     if found.hit and not rebuild:
         start = time.perf_counter()
         try:
-            engine = module.load(found.path, precision)
+            engine = backend.load(found.path, precision)
             return engine, BuildInfo(network, target, precision, found.path,
                                      found.path.stat().st_size, time.perf_counter() - start, False)
         except UserError as exc:
@@ -62,16 +82,9 @@ def get_engine(target: str, onnx_path: Path, network: str, precision: str,
         log(f"{target}: {note}")
         cache.invalidate(found.path)
     start = time.perf_counter()
-    extra = {}
-    if target == "tensorrt":
-        timing = cache.aux_path("tensorrt", f"timing-{key.runtime_version}-{key.device}.cache")
-        path = cache.store(key, network, module.SUFFIX,
-                           lambda tmp: module.compile_to(onnx_path, precision, tmp, log, timing))
-    else:
-        path = cache.store(key, network, module.SUFFIX,
-                           lambda tmp: module.compile_to(onnx_path, precision, tmp, log),
-                           extra)
+    path = cache.store(key, network, backend.suffix,
+                       lambda tmp: backend.compile(onnx_path, precision, tmp, log, cache))
     seconds = time.perf_counter() - start
-    engine = module.load(path, precision)
+    engine = backend.load(path, precision)
     return engine, BuildInfo(network, target, precision, path, path.stat().st_size, seconds, True,
                              note)

@@ -1,9 +1,15 @@
-"""One small engine interface shared by every target.
+"""The engine interface and the backend interface every target implements.
 
-An engine is loaded from a file (ONNX, OpenVINO blob or TensorRT plan), describes its inputs and
-outputs, and runs a batch: ``run({name: array}) -> {name: array}``. That is all the runtime, the
-parity check and the benchmarks use, so a target is one module here. No backend module imports
-its runtime library (or torch) at import time: a device needs only the one it uses.
+An ``Engine`` is loaded from a file (ONNX, OpenVINO blob or TensorRT plan), describes its inputs
+and outputs, runs a batch (``run({name: array}) -> {name: array}``) and is closed when done. That
+is all the runtime, the parity check and the benchmarks use.
+
+A ``Backend`` is one target: whether it can run here (and if not why, and what to install), the
+parts of the engine cache key that depend on the machine, which ONNX graph it wants for a network
+at a precision, how it compiles that graph into an engine file and how it loads one. The targets
+are registered, in ``auto``'s order of preference, in ``stargan_rt/backends/__init__.py``. No
+backend module imports its runtime library (or torch) at import time: a device needs only the one
+it uses.
 """
 from __future__ import annotations
 
@@ -11,24 +17,83 @@ import importlib
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
 from stargan_rt.errors import UserError
 
-TARGETS = ("tensorrt", "openvino", "onnxruntime")
+if TYPE_CHECKING:
+    from stargan_rt.backends.cache import EngineCache
+
 PRECISIONS = ("fp32", "fp16", "int8")
 
-# What to install when a target's runtime is missing.
-INSTALL_HINTS = {
-    "onnxruntime": "pip install onnxruntime (or onnxruntime-gpu for the CUDA / TensorRT providers)",
-    "openvino": "pip install openvino",
-    "tensorrt": ("pip install 'stargan-rt[tensorrt]' (tensorrt + pycuda) on a machine with an "
-                 "NVIDIA GPU and driver; Jetson: TensorRT comes with JetPack"),
-}
-
 Log = Callable[[str], None]
+
+
+@dataclass
+class TargetStatus:
+    """Whether a target can run on this machine: its version, and the devices / providers when
+    available, the reason when not."""
+
+    name: str
+    available: bool
+    version: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class GraphChoice:
+    """The ONNX graph a backend wants for one network: at which precision (fp32 = the exported
+    graph as is) and whether with AdaIN fused into plugin nodes; ``note`` is said to the user."""
+
+    precision: str = "fp32"
+    fuse_adain: bool = False
+    note: str = ""
+
+
+class Backend:
+    """One engine target. Subclasses set the class attributes and implement the methods."""
+
+    name: str = ""            # the --target name
+    suffix: str = ""          # engine file suffix in the cache
+    install_hint: str = ""    # what to install when the runtime is missing
+
+    def probe(self) -> TargetStatus:
+        """Can this target run here? Imports the runtime library (only here, lazily)."""
+        raise NotImplementedError
+
+    def runtime_version(self) -> str:
+        raise NotImplementedError
+
+    def device_name(self) -> str:
+        raise NotImplementedError
+
+    def build_options(self, precision: str) -> str:
+        """Build settings that change the engine, as text (part of the cache key)."""
+        return ""
+
+    def graph_for(self, network: str, precision: str, arch: str) -> GraphChoice:
+        """The graph to compile for ``network`` running at ``precision`` (the precision is in
+        the graph by default)."""
+        return GraphChoice(precision)
+
+    def compile(self, onnx_path: Path, precision: str, out: Path, log: Log,
+                cache: EngineCache) -> None:
+        """Compile ``onnx_path`` into the engine file ``out`` (``cache`` holds auxiliary files
+        such as TensorRT's timing cache)."""
+        raise NotImplementedError
+
+    def load(self, path: Path, precision: str) -> Engine:
+        raise NotImplementedError
+
+    def require(self, module: str):
+        """Import this target's runtime library or raise a UserError saying what to install."""
+        try:
+            return importlib.import_module(module)
+        except ImportError as exc:
+            raise UserError(f"target {self.name} is not available: cannot import {module} "
+                            f"({exc}); install it with: {self.install_hint}") from None
 
 
 @dataclass(frozen=True)
@@ -46,7 +111,8 @@ class TensorSpec:
 
 
 class Engine:
-    """Base class: subclasses fill inputs / outputs and implement ``_run``."""
+    """Base class: subclasses fill inputs / outputs and implement ``_run`` (and ``close`` when they
+    hold more than Python memory)."""
 
     target: str = ""
     precision: str = "fp32"
@@ -73,6 +139,16 @@ class Engine:
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release the engine's runtime resources (sessions, device memory); idempotent. The
+        engine cannot run afterwards."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def input(self, name: str) -> TensorSpec:
         return next(s for s in self.inputs if s.name == name)
 
@@ -98,19 +174,3 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def require(module: str, target: str):
-    """Import a target's runtime library or raise a UserError saying what to install."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise UserError(f"target {target} is not available: cannot import {module} ({exc}); "
-                        f"install it with: {INSTALL_HINTS[target]}") from None
-
-
-def backend_module(target: str):
-    """The backend module for a target name (lazy: importing it imports no runtime)."""
-    if target not in TARGETS:
-        raise UserError(f"unknown target {target!r}; expected one of auto, {', '.join(TARGETS)}")
-    return importlib.import_module(f"stargan_rt.backends.{target}")

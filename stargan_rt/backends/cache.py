@@ -48,7 +48,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:60] or "unknown"
 
 
-def _disk_error(path: Path, exc: OSError, root: Path) -> UserError:
+def disk_error(path: Path, exc: OSError, root: Path) -> UserError:
     reason = exc.strerror or str(exc)
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         why = "it is read-only or not writable"
@@ -81,7 +81,7 @@ def write_atomic(path: Path, write: Callable[[Path], None] | bytes,
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
-        raise _disk_error(path, exc, root) from None
+        raise disk_error(path, exc, root) from None
     finally:
         if tmp is not None:
             try:
@@ -171,4 +171,4 @@ class EngineCache:
             except FileNotFoundError:
                 pass
             except OSError as exc:
-                raise _disk_error(victim, exc, self.root) from None
+                raise disk_error(victim, exc, self.root) from None

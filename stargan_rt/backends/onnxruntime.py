@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stargan_rt.backends.base import Engine, TensorSpec, cpu_name, require
+from stargan_rt.backends.base import Backend, Engine, TargetStatus, TensorSpec, cpu_name
 from stargan_rt.errors import UserError
 
 TARGET = "onnxruntime"
@@ -26,7 +26,7 @@ _ORT_TYPES = {
 
 
 def _ort():
-    return require("onnxruntime", TARGET)
+    return BACKEND.require("onnxruntime")
 
 
 def providers() -> list[str]:
@@ -81,10 +81,18 @@ class OrtEngine(Engine):
 
     def _run(self, feeds):
         with self._lock:
+            if self.session is None:
+                raise UserError(f"{self.path}: this ONNX Runtime engine was closed")
             values = self.session.run(self._names, feeds)
         return dict(zip(self._names, values))
 
+    def close(self) -> None:
+        with self._lock:
+            self.session = None
+
     def describe(self) -> str:
+        if self.session is None:
+            return f"onnxruntime {self.precision} (closed)"
         used = self.session.get_providers()[0].replace("ExecutionProvider", "")
         return f"onnxruntime {runtime_version()} {self.precision} ({used})"
 
@@ -98,10 +106,41 @@ def compile_to(onnx_path: Path, precision: str, out: Path, log=print) -> None:
     if providers() != ["CPUExecutionProvider"]:
         out.write_bytes(Path(onnx_path).read_bytes())
         return
-    OrtEngine(onnx_path, precision, optimized_out=out)
+    OrtEngine(onnx_path, precision, optimized_out=out).close()  # the session wrote ``out``
     if not out.exists():
         raise UserError(f"ONNX Runtime did not write its optimised model to {out}")
 
 
 def load(path: Path, precision: str) -> OrtEngine:
     return OrtEngine(path, precision)
+
+
+class OnnxRuntimeBackend(Backend):
+    name = TARGET
+    suffix = SUFFIX
+    install_hint = "pip install onnxruntime (or onnxruntime-gpu for the CUDA / TensorRT providers)"
+
+    def probe(self) -> TargetStatus:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return TargetStatus(TARGET, False, detail="not installed (pip install onnxruntime)")
+        return TargetStatus(TARGET, True, ort.__version__, ", ".join(ort.get_available_providers()))
+
+    def runtime_version(self) -> str:
+        return runtime_version()
+
+    def device_name(self) -> str:
+        return device_name()
+
+    def build_options(self, precision: str) -> str:
+        return build_options(precision)
+
+    def compile(self, onnx_path, precision, out, log, cache) -> None:
+        compile_to(onnx_path, precision, out, log)
+
+    def load(self, path, precision) -> OrtEngine:
+        return load(path, precision)
+
+
+BACKEND = OnnxRuntimeBackend()

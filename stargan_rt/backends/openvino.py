@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stargan_rt.backends.base import Engine, TensorSpec, require
+from stargan_rt.backends.base import Backend, Engine, GraphChoice, TargetStatus, TensorSpec
 from stargan_rt.errors import UserError
 
 TARGET = "openvino"
@@ -22,7 +22,7 @@ DEVICE = "CPU"
 
 
 def _ov():
-    return require("openvino", TARGET)
+    return BACKEND.require("openvino")
 
 
 def runtime_version() -> str:
@@ -83,9 +83,16 @@ class OvEngine(Engine):
 
     def _run(self, feeds):
         with self._lock:
+            if self._request is None:
+                raise UserError(f"{self.path}: this OpenVINO engine was closed")
             self._request.infer(feeds)
             return {spec.name: self._request.get_tensor(spec.name).data.copy()
                     for spec in self.outputs}
+
+    def close(self) -> None:
+        with self._lock:
+            self._request = None
+            self.compiled = None
 
     def describe(self) -> str:
         return f"openvino {runtime_version().split('-')[0]} {self.precision} (CPU, {self.hint})"
@@ -109,8 +116,8 @@ def compile_onnx(onnx_path: Path, precision: str) -> "OvEngine":
 
 
 def compile_to(onnx_path: Path, precision: str, out: Path, log=print) -> None:
-    engine = compile_onnx(onnx_path, precision)
-    blob = engine.compiled.export_model()   # bytes, or a BytesIO in recent releases
+    with compile_onnx(onnx_path, precision) as engine:
+        blob = engine.compiled.export_model()   # bytes, or a BytesIO in recent releases
     out.write_bytes(blob.getvalue() if hasattr(blob, "getvalue") else blob)
 
 
@@ -123,3 +130,41 @@ def load(path: Path, precision: str) -> OvEngine:
                         "it is corrupt or from another OpenVINO version: rebuild it with "
                         "`stargan-rt build --target openvino`") from None
     return OvEngine(compiled, precision, Path(path))
+
+
+class OpenVinoBackend(Backend):
+    name = TARGET
+    suffix = SUFFIX
+    install_hint = "pip install openvino"
+
+    def probe(self) -> TargetStatus:
+        try:
+            import openvino as ov
+        except ImportError:
+            return TargetStatus(TARGET, False, detail="not installed (pip install openvino)")
+        devices = ov.Core().available_devices
+        if DEVICE not in devices:
+            return TargetStatus(TARGET, False, ov.__version__, f"no CPU device (found {devices})")
+        return TargetStatus(TARGET, True, ov.__version__, ", ".join(devices))
+
+    def runtime_version(self) -> str:
+        return runtime_version()
+
+    def device_name(self) -> str:
+        return device_name()
+
+    def build_options(self, precision: str) -> str:
+        return build_options(precision)
+
+    def graph_for(self, network: str, precision: str, arch: str) -> GraphChoice:
+        # fp16: OpenVINO converts the fp32 graph itself (the bf16 / f16 inference hint)
+        return GraphChoice("fp32" if precision == "fp16" else precision)
+
+    def compile(self, onnx_path, precision, out, log, cache) -> None:
+        compile_to(onnx_path, precision, out, log)
+
+    def load(self, path, precision) -> OvEngine:
+        return load(path, precision)
+
+
+BACKEND = OpenVinoBackend()

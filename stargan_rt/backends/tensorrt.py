@@ -17,14 +17,17 @@ tests/test_backends_tensorrt_static.py.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import shutil
+import subprocess
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from stargan_rt.backends.base import Engine, TensorSpec, require
+from stargan_rt.backends.base import Backend, Engine, GraphChoice, TargetStatus, TensorSpec
 from stargan_rt.errors import UserError
 
 TARGET = "tensorrt"
@@ -39,12 +42,12 @@ _state_lock = threading.Lock()
 
 
 def _trt():
-    return require("tensorrt", TARGET)
+    return BACKEND.require("tensorrt")
 
 
 def _cuda():
     """pycuda's driver module, initialised once."""
-    driver = require("pycuda.driver", TARGET)
+    driver = BACKEND.require("pycuda.driver")
     with _state_lock:
         if "cuda_init" not in _state:
             driver.init()
@@ -250,6 +253,8 @@ class TrtEngine(Engine):
     def _run(self, feeds):
         cuda = self._cuda
         with self._lock:
+            if self._context is None:
+                raise UserError(f"{self.path or 'plan'}: this TensorRT engine was closed")
             self._context_cuda.push()
             try:
                 for spec in self.inputs:
@@ -271,6 +276,25 @@ class TrtEngine(Engine):
             finally:
                 cuda.Context.pop()
 
+    def close(self) -> None:
+        """Free the device buffers, the execution context and the engine, then let go of the
+        CUDA context."""
+        with self._lock:
+            if self._context is None:
+                return
+            self._context_cuda.push()
+            try:
+                for allocation in self._device.values():
+                    allocation.free()
+                self._device, self._host = {}, {}
+                self._context = None
+                self._engine = None
+                self._runtime = None
+                self._stream = None
+            finally:
+                self._cuda.Context.pop()
+            self._context_cuda.detach()
+
     def describe(self) -> str:
         return f"tensorrt {runtime_version()} {self.precision} ({device_name()})"
 
@@ -279,3 +303,67 @@ def load(path: Path, precision: str) -> TrtEngine:
     path = Path(path)
     check_plan_metadata(path)
     return TrtEngine(path.read_bytes(), precision, path)
+
+
+def _nvidia_gpu_names() -> list[str]:
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+
+class TensorRtBackend(Backend):
+    name = TARGET
+    suffix = SUFFIX
+    install_hint = ("pip install 'stargan-rt[tensorrt]' (tensorrt + pycuda) on a machine with an "
+                    "NVIDIA GPU and driver; Jetson: TensorRT comes with JetPack")
+
+    def probe(self) -> TargetStatus:
+        try:
+            trt = importlib.import_module("tensorrt")
+        except ImportError as exc:
+            reason = ("not installed (pip install 'stargan-rt[tensorrt]' on a machine with an "
+                      "NVIDIA GPU; the wheels come from NVIDIA's package index)")
+            if "libnvinfer" in str(exc):
+                reason = f"Python bindings present but the TensorRT libraries are missing ({exc})"
+            return TargetStatus(TARGET, False, detail=reason)
+        gpus = _nvidia_gpu_names()
+        if not gpus:
+            return TargetStatus(TARGET, False, trt.__version__, "no NVIDIA GPU found (nvidia-smi)")
+        return TargetStatus(TARGET, True, trt.__version__, ", ".join(gpus))
+
+    def runtime_version(self) -> str:
+        return runtime_version()
+
+    def device_name(self) -> str:
+        return device_name()
+
+    def build_options(self, precision: str) -> str:
+        return build_options(precision)
+
+    def graph_for(self, network: str, precision: str, arch: str) -> GraphChoice:
+        """v2 generators: the AdaIN-fused graph when the plugin library is there, else the
+        unfused one (InstanceNormalization + Mul + Add)."""
+        if network != "generator" or arch != "v2":
+            return GraphChoice(precision)
+        libs = plugin_libraries()
+        if not libs:
+            return GraphChoice(precision, False, (
+                f"tensorrt: AdaIN plugin library not found (set {PLUGIN_ENV} or build "
+                f"{PLUGIN_LIBRARY}); using the unfused graph (InstanceNormalization + Mul + Add)"))
+        return GraphChoice(precision, True, f"tensorrt: AdaIN plugin from {libs[0]}; using the "
+                                            "fused graph")
+
+    def compile(self, onnx_path, precision, out, log, cache) -> None:
+        timing = cache.aux_path(TARGET, f"timing-{runtime_version()}-{device_name()}.cache")
+        compile_to(onnx_path, precision, out, log, timing)
+
+    def load(self, path, precision) -> TrtEngine:
+        return load(path, precision)
+
+
+BACKEND = TensorRtBackend()

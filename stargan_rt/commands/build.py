@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="fp32, fp16 (OpenVINO: the CPU's native bf16 or f16) or int8 (Q/DQ)")
     parser.add_argument("--target", default="auto", choices=("auto",) + TARGETS,
-                        help="auto picks tensorrt, then openvino, then onnxruntime")
+                        help=f"auto picks the first available of {', '.join(TARGETS)}")
     parser.add_argument("--calib", metavar="DIR|VIDEO",
                         help="int8 calibration frames (default: the built-in demo data)")
     parser.add_argument("--cache-dir", metavar="DIR",
@@ -36,22 +36,29 @@ def _size(n: int) -> str:
 
 
 def run(args) -> int:
-    from stargan_rt.runtime import build_engines
+    from stargan_rt.build import BuildRequest, build
 
     start = time.perf_counter()
-    bundle, target, engines, infos, graphs = build_engines(
-        args.model, args.target, args.precision, args.cache_dir, "uint8", args.calib,
-        None, print, args.rebuild)
+    result = build(BuildRequest(args.model, args.target, args.precision, args.cache_dir,
+                                calib=args.calib, rebuild=args.rebuild))
+    try:
+        _report(result, start)
+    finally:
+        result.close()
+    return 0
+
+
+def _report(result, start: float) -> None:
+    bundle, infos = result.bundle, result.infos
     name = bundle.manifest.name or bundle.path.name
     print(f"model {name} ({bundle.manifest.arch}, {bundle.manifest.image_size} px) -> "
-          f"{target} {args.precision}")
+          f"{result.target} {result.precision}")
     for info in infos:
         verb = "built " if info.built else "cached"
-        engine = engines[info.network]
+        engine = result.engines[info.network]
         print(f"  {verb} {info.network:<16} {info.precision:<5} {_size(info.size):>9}  "
               f"{info.seconds:6.2f} s  {info.path}")
         print(f"         {engine.describe()}; {engine.signature()}")
-        print(f"         from {graphs.paths[info.network]}")
+        print(f"         from {result.graphs.paths[info.network]}")
     total = sum(i.size for i in infos)
     print(f"{len(infos)} engine(s), {_size(total)}, {time.perf_counter() - start:.1f} s in all")
-    return 0

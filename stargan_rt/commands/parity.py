@@ -44,8 +44,8 @@ def run(args) -> int:
     from stargan_rt.defaults import resolve_model
     from stargan_rt.errors import UserError
     from stargan_rt.parity import ParityReport, Reference, Thresholds, check_engines, load_frames
-    from stargan_rt.runtime import build_engines, resolve_target
-    from stargan_rt.targets import PROBES
+    from stargan_rt.build import BuildRequest, build
+    from stargan_rt.targets import probe, resolve_target
 
     bundle = Bundle.open(resolve_model(args.model))
     thresholds = Thresholds(args.fp32_max_err, args.fp32_float_tol, args.fp16_psnr,
@@ -61,7 +61,7 @@ def run(args) -> int:
     else:
         targets = []
         for name in TARGETS:
-            status = PROBES[name]()
+            status = probe(name)
             if status.available:
                 targets.append(name)
             else:
@@ -79,9 +79,8 @@ def run(args) -> int:
         for precision in precisions:
             start = time.perf_counter()
             try:
-                _, _, engines, infos, _ = build_engines(
-                    str(bundle.path), target, precision, args.cache_dir, args.io, args.calib,
-                    None, print)
+                built = build(BuildRequest(str(bundle.path), target, precision, args.cache_dir,
+                                           args.io, args.calib))
             except UserError as exc:
                 if "needs the precision converter" in str(exc):
                     report.skipped.append({"target": target, "precision": precision,
@@ -90,8 +89,13 @@ def run(args) -> int:
                 raise
             report.builds += [{"target": i.target, "network": i.network,
                                "precision": i.precision, "path": str(i.path), "size": i.size,
-                               "built": i.built, "seconds": round(i.seconds, 3)} for i in infos]
-            results = check_engines(reference, target, precision, engines, args.io, thresholds)
+                               "built": i.built, "seconds": round(i.seconds, 3)}
+                              for i in built.infos]
+            try:
+                results = check_engines(reference, target, precision, built.engines, args.io,
+                                        thresholds)
+            finally:
+                built.close()
             report.results += results
             bad = sum(not r.passed for r in results)
             print(f"  {target} {precision}: {len(results)} output(s) checked in "

@@ -144,6 +144,7 @@ def run_webcam(args) -> int:
     source = open_source(args.source, loop=args.loop, width=args.width, height=args.height,
                          fps=args.fps)
     _log(f"source: {source.description}")
+    translator = None
     try:
         translator = Translator.create(model=str(model_path), target=args.target,
                                        precision=args.precision, cache_dir=args.cache_dir,
@@ -160,6 +161,8 @@ def run_webcam(args) -> int:
                             _sinks(args, headless, serve), options)
     except BaseException:
         source.close()
+        if translator is not None:
+            translator.close()
         raise
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: pipeline.stop("terminated (SIGTERM)"))
@@ -168,7 +171,10 @@ def run_webcam(args) -> int:
          f"{'live: newest frame wins' if pipeline.lossy else 'every frame'}; Ctrl-C to stop")
     if serve and not source.live and not args.loop:
         _log("note: the page stops with the stream; add --loop to keep a file playing")
-    code = pipeline.run()
+    try:
+        code = pipeline.run()
+    finally:
+        translator.close()
     summary = pipeline.summary()
     if args.stats:
         _write_json_atomic(Path(args.stats), summary)
