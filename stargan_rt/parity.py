@@ -18,6 +18,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from stargan_rt.errors import UserError
+from stargan_rt.metrics import max_abs_err, psnr, ssim
+
+__all__ = ["MIN_FRAMES", "OutputResult", "ParityReport", "Reference", "Thresholds", "check_engines",
+           "compare", "load_frames", "max_abs_err", "psnr", "ssim"]
 
 MIN_FRAMES = 32
 HELD_OUT_SEED = 7919   # synthetic parity frames differ from the calibration frames (seed 0)
@@ -42,49 +46,6 @@ class Thresholds:
         if metric == "max_abs_err":
             return max_err <= limit, f"max err <= {limit:g}"
         return psnr_db >= limit, f"PSNR >= {limit:g} dB"
-
-
-# -- metrics ---------------------------------------------------------------------------------------
-def psnr(reference: np.ndarray, test: np.ndarray, peak: float) -> float:
-    mse = float(np.mean((reference.astype(np.float64) - test.astype(np.float64)) ** 2))
-    if mse == 0.0:
-        return math.inf
-    return 10.0 * math.log10(peak * peak / mse)
-
-
-def _gaussian(size: int = 11, sigma: float = 1.5) -> np.ndarray:
-    x = np.arange(size, dtype=np.float64) - (size - 1) / 2
-    g = np.exp(-x * x / (2 * sigma * sigma))
-    return g / g.sum()
-
-
-def _filter_valid(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Separable 'valid' filtering over the last two axes."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    k = len(kernel)
-    rows = sliding_window_view(image, k, axis=-1) @ kernel
-    return np.swapaxes(sliding_window_view(np.swapaxes(rows, -1, -2), k, axis=-1) @ kernel, -1, -2)
-
-
-def ssim(reference: np.ndarray, test: np.ndarray, data_range: float,
-         channel_axis: int = -1) -> float:
-    """Mean SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03) over
-    images and channels. Inputs (N, H, W, C) with channel_axis=-1 or (N, C, H, W) with 1."""
-    a = np.moveaxis(reference.astype(np.float64), channel_axis, 1)
-    b = np.moveaxis(test.astype(np.float64), channel_axis, 1)
-    if a.ndim != 4:
-        raise ValueError("ssim expects 4-D image batches")
-    win = 11 if min(a.shape[-2:]) >= 11 else (min(a.shape[-2:]) | 1) - 2 or 1
-    kernel = _gaussian(win, 1.5)
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mu_a, mu_b = _filter_valid(a, kernel), _filter_valid(b, kernel)
-    saa = _filter_valid(a * a, kernel) - mu_a * mu_a
-    sbb = _filter_valid(b * b, kernel) - mu_b * mu_b
-    sab = _filter_valid(a * b, kernel) - mu_a * mu_b
-    num = (2 * mu_a * mu_b + c1) * (2 * sab + c2)
-    den = (mu_a * mu_a + mu_b * mu_b + c1) * (saa + sbb + c2)
-    return float(np.mean(num / den))
 
 
 @dataclass
@@ -117,7 +78,7 @@ def compare(reference: np.ndarray, test: np.ndarray,
                         f"{reference.shape}; rebuild the engine from a fresh export")
     ref = reference.astype(np.float64)
     out = test.astype(np.float64)
-    max_err = float(np.max(np.abs(ref - out))) if ref.size else 0.0
+    max_err = max_abs_err(ref, out)
     if layout == "nhwc-uint8":
         return psnr(ref, out, 255.0), ssim(ref, out, 255.0, -1), max_err
     peak = float(ref.max() - ref.min()) or 1.0

@@ -4,15 +4,22 @@ Sources: a directory of images (each centre-cropped / resized like `translate` d
 file (frames sampled evenly over its length, the face crop taken by the streaming face stage, or
 the centre square when no face is found), or None: the built-in synthetic face data
 (`stargan_rt.synth`, the same generator `stargan-rt data synth` uses), made in memory.
+
+``calibration_feeds`` turns frames into every input a StarGAN graph takes (labels, domains,
+latents, v2 styles from the mapping network's graph, masks from the FAN's graph).
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from stargan_rt.errors import UserError
+from stargan_rt.export.graph import cpu_session, run_batched
+from stargan_rt.export.onnx_io import get_metadata
 
 MIN_CALIBRATION_FRAMES = 256
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -139,3 +146,88 @@ def load_calibration_frames(source: str | os.PathLike | None, size: int,
                         f"({', '.join(sorted(VIDEO_SUFFIXES))}); got a {path.suffix} file")
     raise UserError(f"{path}: no such calibration directory or video; pass --calib DIR|VIDEO "
                     "or leave it out to use the built-in synthetic faces")
+
+
+# -- every graph input for calibration ----------------------------------------------------------
+MASK_FRAMES = 64
+
+
+def _sibling(fp32_path: Path, network: str, meta: dict) -> Path | None:
+    """Another exported graph of the same bundle and I/O variant in the same directory."""
+    for candidate in sorted(fp32_path.parent.glob("*.onnx")):
+        if candidate == fp32_path:
+            continue
+        try:
+            other = get_metadata(onnx.load(str(candidate), load_external_data=False))
+        except Exception:
+            continue
+        if (other.get("network") == network and other.get("bundle_hash") == meta.get("bundle_hash")
+                and other.get("precision") == "fp32" and other.get("adain_fused") != "1"
+                and other.get("io") in (meta.get("io"), None)):
+            return candidate
+    return None
+
+
+def calibration_feeds(fp32_path: Path, model: onnx.ModelProto, frames: np.ndarray,
+                      aux: dict[str, np.ndarray] | None = None, seed: int = 0) -> dict:
+    """Every graph input for len(frames) samples: frames as the image, the rest from ``aux``,
+    sibling graphs (v2 styles from the mapping network, masks from the FAN) or sampled."""
+    from stargan_rt.imaging import bgr_to_unit_nchw
+
+    meta = get_metadata(model)
+    contract = json.loads(meta["contract"]) if "contract" in meta else None
+    if contract is None:
+        raise UserError(f"{fp32_path}: no stargan-rt I/O contract in the ONNX metadata; "
+                        "calibrate graphs made by `stargan-rt export`")
+    count = len(frames)
+    io = meta.get("io", "uint8")
+    image = frames if io == "uint8" else bgr_to_unit_nchw(frames)
+    rng = np.random.default_rng(seed)
+    domains = json.loads(meta.get("domains", "[]")) or ["?"]
+    feeds: dict[str, np.ndarray] = {}
+    aux = dict(aux or {})
+    for spec in contract["inputs"]:
+        name, shape = spec["name"], spec["shape"]
+        if name in aux:
+            value = np.asarray(aux[name])
+            feeds[name] = value[np.arange(count) % len(value)]
+        elif name == "image":
+            feeds[name] = image
+        elif name == "labels":
+            feeds[name] = (rng.random((count, shape[1])) < 0.5).astype(np.float32)
+        elif name == "domain":
+            feeds[name] = (np.arange(count) % len(domains)).astype(np.int64)
+        elif name == "z":
+            feeds[name] = rng.standard_normal((count, shape[1])).astype(np.float32)
+        elif name == "style":
+            mapping = _sibling(fp32_path, "mapping_network", meta)
+            if mapping is not None:
+                z = rng.standard_normal((count, json.loads(meta["config"])["latent_dim"]))
+                y = (np.arange(count) % len(domains)).astype(np.int64)
+                feeds[name] = run_batched(mapping, {"z": z.astype(np.float32), "domain": y})[0]
+            else:
+                feeds[name] = rng.standard_normal((count, shape[1])).astype(np.float32)
+        elif name.startswith("mask_"):
+            continue  # filled below, both masks from one FAN run
+        else:
+            raise UserError(f"{fp32_path}: no calibration data for input {name!r}; pass it in "
+                            "calib_inputs")
+    mask_names = [s["name"] for s in contract["inputs"] if s["name"].startswith("mask_")
+                  and s["name"] not in feeds]
+    if mask_names:
+        fan = _sibling(fp32_path, "fan", meta)
+        if fan is not None:
+            session = cpu_session(fan)
+            # The FAN costs ~0.5 s and ~0.5 GB per frame on a CPU: run it in pairs, on at most
+            # MASK_FRAMES frames; further frames reuse those masks (only the ranges matter).
+            distinct = min(count, MASK_FRAMES)
+            masks = []
+            for start in range(0, distinct, 2):
+                masks.append(session.run(None, {"image": image[start:min(start + 2, distinct)]}))
+            index = np.arange(count) % distinct
+            feeds["mask_face"] = np.concatenate([m[0] for m in masks])[index]
+            feeds["mask_inner"] = np.concatenate([m[1] for m in masks])[index]
+        else:
+            for name in mask_names:
+                feeds[name] = np.ones((count, 1, 256, 256), np.float32) * 0.5
+    return feeds

@@ -37,6 +37,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from stargan_rt.export.contract import ADAIN_PLUGIN
+from stargan_rt.export.graph import prune_unused
 from stargan_rt.export.onnx_io import get_metadata, load_model, save_model, set_metadata
 
 ADAIN_OP = ADAIN_PLUGIN["op_type"]
@@ -184,27 +185,11 @@ def fuse_adain_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
             new_nodes.append(node)
     del model.graph.node[:]
     model.graph.node.extend(new_nodes)
-    _drop_unused(model)
+    prune_unused(model)
     if not any(op.domain == ADAIN_DOMAIN for op in model.opset_import):
         model.opset_import.append(helper.make_opsetid(ADAIN_DOMAIN, 1))
     set_metadata(model, adain_fused="1")
     return model, len(matches)
-
-
-def _drop_unused(model: onnx.ModelProto) -> None:
-    """Remove nodes (e.g. Constant) and initializers nothing reads any more."""
-    graph = model.graph
-    while True:
-        used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-        keep = [n for n in graph.node if any(o in used for o in n.output)]
-        if len(keep) == len(graph.node):
-            break
-        del graph.node[:]
-        graph.node.extend(keep)
-    used = {name for node in graph.node for name in node.input}
-    inits = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
 
 
 def fuse_adain(onnx_path_in: str | os.PathLike, onnx_path_out: str | os.PathLike) -> int:

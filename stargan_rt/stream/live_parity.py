@@ -8,7 +8,8 @@ from typing import Callable
 
 import numpy as np
 
-from stargan_rt.parity import Thresholds, psnr
+from stargan_rt.metrics import max_abs_err, psnr
+from stargan_rt.parity import Thresholds
 from stargan_rt.stream.contracts import StreamTranslator, Target
 from stargan_rt.stream.stats import ParityStats, StageTimes
 
@@ -17,8 +18,7 @@ PSNR_CAP = 100.0  # identical outputs (JSON has no infinity)
 
 def psnr_and_max_err(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
     """uint8 images: (PSNR in dB capped at PSNR_CAP, max absolute error in levels)."""
-    max_err = int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max()) if a.size else 0
-    return min(PSNR_CAP, psnr(a, b, 255.0)), max_err
+    return min(PSNR_CAP, psnr(a, b, 255.0)), int(max_abs_err(a, b))
 
 
 class LiveParity:
