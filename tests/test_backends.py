@@ -161,7 +161,7 @@ def test_cache_key_separates_precision_target_and_version(graph, cache, monkeypa
             _, info = get_engine(target, graph, "generator", precision, cache, log=lambda m: None)
             paths.add(info.path)
     assert len(paths) == 4
-    monkeypatch.setattr(ort_backend, "runtime_version", lambda: "0.0.1-other")
+    monkeypatch.setattr(ort_backend.BACKEND, "runtime_version", lambda: "0.0.1-other")
     _, info = get_engine("onnxruntime", graph, "generator", "fp32", cache, log=lambda m: None)
     assert info.built and info.path not in paths          # other runtime version: rebuilt
     make_graph(graph, scale=0.25)                          # other ONNX content: rebuilt
@@ -217,11 +217,11 @@ def test_full_or_read_only_disk_is_a_clear_error_and_leaves_no_debris(
     _, good = get_engine("onnxruntime", graph, "generator", "fp32", cache, log=lambda m: None)
     before = {p: p.read_bytes() for p in cache.root.rglob("*") if p.is_file()}
 
-    def failing_compile(onnx_path, precision, out, log=print):
+    def failing_compile(onnx_path, precision, out, log=print, cache=None):
         out.write_bytes(b"half an engine")
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(ort_backend, "compile_to", failing_compile)
+    monkeypatch.setattr(ort_backend.BACKEND, "compile", failing_compile)
     with pytest.raises(UserError, match=words) as err:
         get_engine("onnxruntime", graph, "generator", "fp16", cache, log=lambda m: None)
     assert "--cache-dir" in str(err.value)
@@ -322,8 +322,8 @@ def test_tensorrt_plan_from_elsewhere_is_refused(graph, cache):
     data["key"]["runtime_version"] = "9.0.0"
     meta.write_text(json.dumps(data))
     with pytest.raises(UserError, match="built by TensorRT 9.0.0"):
-        trt_backend.load(info.path, "fp32")
+        trt_backend.BACKEND.load(info.path, "fp32")
     broken = info.path.with_name("broken.plan")
     broken.write_bytes(b"garbage" * 100)
     with pytest.raises(UserError, match="cannot deserialise"):
-        trt_backend.load(broken, "fp32")
+        trt_backend.BACKEND.load(broken, "fp32")

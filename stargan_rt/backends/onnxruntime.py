@@ -35,19 +35,6 @@ def providers() -> list[str]:
     return chosen + ["CPUExecutionProvider"]
 
 
-def runtime_version() -> str:
-    return _ort().__version__
-
-
-def device_name() -> str:
-    gpu = [p for p in providers() if p != "CPUExecutionProvider"]
-    return cpu_name() + (" + " + "+".join(gpu) if gpu else "")
-
-
-def build_options(precision: str) -> str:
-    return "providers=" + ",".join(providers())
-
-
 class OrtEngine(Engine):
     target = TARGET
 
@@ -94,25 +81,7 @@ class OrtEngine(Engine):
         if self.session is None:
             return f"onnxruntime {self.precision} (closed)"
         used = self.session.get_providers()[0].replace("ExecutionProvider", "")
-        return f"onnxruntime {runtime_version()} {self.precision} ({used})"
-
-
-def compile_to(onnx_path: Path, precision: str, out: Path, log=print) -> None:
-    """Optimise ``onnx_path`` with ONNX Runtime and save the result at ``out``.
-
-    With a GPU provider the graph is partly compiled by that provider and cannot be saved: the
-    cached engine is then the ONNX graph itself.
-    """
-    if providers() != ["CPUExecutionProvider"]:
-        out.write_bytes(Path(onnx_path).read_bytes())
-        return
-    OrtEngine(onnx_path, precision, optimized_out=out).close()  # the session wrote ``out``
-    if not out.exists():
-        raise UserError(f"ONNX Runtime did not write its optimised model to {out}")
-
-
-def load(path: Path, precision: str) -> OrtEngine:
-    return OrtEngine(path, precision)
+        return f"onnxruntime {BACKEND.runtime_version()} {self.precision} ({used})"
 
 
 class OnnxRuntimeBackend(Backend):
@@ -128,19 +97,28 @@ class OnnxRuntimeBackend(Backend):
         return TargetStatus(TARGET, True, ort.__version__, ", ".join(ort.get_available_providers()))
 
     def runtime_version(self) -> str:
-        return runtime_version()
+        return _ort().__version__
 
     def device_name(self) -> str:
-        return device_name()
+        gpu = [p for p in providers() if p != "CPUExecutionProvider"]
+        return cpu_name() + (" + " + "+".join(gpu) if gpu else "")
 
     def build_options(self, precision: str) -> str:
-        return build_options(precision)
+        return "providers=" + ",".join(providers())
 
     def compile(self, onnx_path, precision, out, log, cache) -> None:
-        compile_to(onnx_path, precision, out, log)
+        """Optimise the graph with ONNX Runtime and save the result at ``out``. With a GPU
+        provider the graph is partly compiled by that provider and cannot be saved: the cached
+        engine is then the ONNX graph itself."""
+        if providers() != ["CPUExecutionProvider"]:
+            out.write_bytes(Path(onnx_path).read_bytes())
+            return
+        OrtEngine(onnx_path, precision, optimized_out=out).close()  # the session wrote ``out``
+        if not out.exists():
+            raise UserError(f"ONNX Runtime did not write its optimised model to {out}")
 
     def load(self, path, precision) -> OrtEngine:
-        return load(path, precision)
+        return OrtEngine(path, precision)
 
 
 BACKEND = OnnxRuntimeBackend()

@@ -25,14 +25,6 @@ def _ov():
     return BACKEND.require("openvino")
 
 
-def runtime_version() -> str:
-    return _ov().get_version()
-
-
-def device_name() -> str:
-    return str(_ov().Core().get_property(DEVICE, "FULL_DEVICE_NAME"))
-
-
 def capabilities() -> list[str]:
     return [str(c) for c in _ov().Core().get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")]
 
@@ -53,10 +45,6 @@ def inference_hint(precision: str) -> str:
     # int8: the Q/DQ parts run as INT8 kernels; the float parts between them stay f32 (the
     # normalisation layers are kept out of INT8 for accuracy, so keep them accurate here too).
     return "f32"
-
-
-def build_options(precision: str) -> str:
-    return "hint=" + inference_hint(precision)
 
 
 def _config(precision: str) -> dict:
@@ -95,7 +83,8 @@ class OvEngine(Engine):
             self.compiled = None
 
     def describe(self) -> str:
-        return f"openvino {runtime_version().split('-')[0]} {self.precision} (CPU, {self.hint})"
+        return (f"openvino {BACKEND.runtime_version().split('-')[0]} {self.precision} "
+                f"(CPU, {self.hint})")
 
 
 def compile_onnx(onnx_path: Path, precision: str) -> "OvEngine":
@@ -115,23 +104,6 @@ def compile_onnx(onnx_path: Path, precision: str) -> "OvEngine":
     return OvEngine(compiled, precision, Path(onnx_path))
 
 
-def compile_to(onnx_path: Path, precision: str, out: Path, log=print) -> None:
-    with compile_onnx(onnx_path, precision) as engine:
-        blob = engine.compiled.export_model()   # bytes, or a BytesIO in recent releases
-    out.write_bytes(blob.getvalue() if hasattr(blob, "getvalue") else blob)
-
-
-def load(path: Path, precision: str) -> OvEngine:
-    ov = _ov()
-    try:
-        compiled = ov.Core().import_model(Path(path).read_bytes(), DEVICE, _config(precision))
-    except Exception as exc:
-        raise UserError(f"{path}: OpenVINO cannot import this compiled model ({str(exc)[:200]}); "
-                        "it is corrupt or from another OpenVINO version: rebuild it with "
-                        "`stargan-rt build --target openvino`") from None
-    return OvEngine(compiled, precision, Path(path))
-
-
 class OpenVinoBackend(Backend):
     name = TARGET
     suffix = SUFFIX
@@ -148,23 +120,33 @@ class OpenVinoBackend(Backend):
         return TargetStatus(TARGET, True, ov.__version__, ", ".join(devices))
 
     def runtime_version(self) -> str:
-        return runtime_version()
+        return _ov().get_version()
 
     def device_name(self) -> str:
-        return device_name()
+        return str(_ov().Core().get_property(DEVICE, "FULL_DEVICE_NAME"))
 
     def build_options(self, precision: str) -> str:
-        return build_options(precision)
+        return "hint=" + inference_hint(precision)
 
     def graph_for(self, network: str, precision: str, arch: str) -> GraphChoice:
         # fp16: OpenVINO converts the fp32 graph itself (the bf16 / f16 inference hint)
         return GraphChoice("fp32" if precision == "fp16" else precision)
 
     def compile(self, onnx_path, precision, out, log, cache) -> None:
-        compile_to(onnx_path, precision, out, log)
+        """Compile for the CPU and export the compiled model (imported on the next start)."""
+        with compile_onnx(onnx_path, precision) as engine:
+            blob = engine.compiled.export_model()   # bytes, or a BytesIO in recent releases
+        out.write_bytes(blob.getvalue() if hasattr(blob, "getvalue") else blob)
 
     def load(self, path, precision) -> OvEngine:
-        return load(path, precision)
+        ov = _ov()
+        try:
+            compiled = ov.Core().import_model(Path(path).read_bytes(), DEVICE, _config(precision))
+        except Exception as exc:
+            raise UserError(f"{path}: OpenVINO cannot import this compiled model "
+                            f"({str(exc)[:200]}); it is corrupt or from another OpenVINO "
+                            "version: rebuild it with `stargan-rt build --target openvino`") from None
+        return OvEngine(compiled, precision, Path(path))
 
 
 BACKEND = OpenVinoBackend()

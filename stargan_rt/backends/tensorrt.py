@@ -64,21 +64,6 @@ def logger():
         return _state["logger"]
 
 
-def runtime_version() -> str:
-    return _trt().__version__
-
-
-def device_name() -> str:
-    device = _cuda().Device(0)
-    major, minor = device.compute_capability()
-    return f"{device.name()} (sm_{major}{minor})"
-
-
-def build_options(precision: str) -> str:
-    plugins = ",".join(Path(p).name for p in plugin_libraries())
-    return f"batch={MIN_BATCH}..{MAX_BATCH};workspace={WORKSPACE_BYTES};plugins={plugins}"
-
-
 def plugin_libraries() -> list[Path]:
     """Plugin libraries to load: $STARGAN_RT_TRT_PLUGIN, else the project's build output."""
     env = os.environ.get(PLUGIN_ENV)
@@ -178,11 +163,6 @@ def build_plan(onnx_path: Path, timing_cache: Path | None = None, log=print) -> 
     return bytes(memoryview(plan))
 
 
-def compile_to(onnx_path: Path, precision: str, out: Path, log=print,
-               timing_cache: Path | None = None) -> None:
-    out.write_bytes(build_plan(onnx_path, timing_cache, log))
-
-
 # -- run ---------------------------------------------------------------------------------------
 def check_plan_metadata(path: Path) -> None:
     """Refuse a plan built by another TensorRT version or GPU, using its cache metadata."""
@@ -193,7 +173,7 @@ def check_plan_metadata(path: Path) -> None:
         key = json.loads(meta_file.read_text())["key"]
     except (OSError, ValueError, KeyError):
         return
-    here = (runtime_version(), device_name())
+    here = (BACKEND.runtime_version(), BACKEND.device_name())
     built = (key.get("runtime_version"), key.get("device"))
     if built != here:
         raise UserError(f"{path}: plan built by TensorRT {built[0]} for {built[1]}; this machine "
@@ -296,13 +276,7 @@ class TrtEngine(Engine):
             self._context_cuda.detach()
 
     def describe(self) -> str:
-        return f"tensorrt {runtime_version()} {self.precision} ({device_name()})"
-
-
-def load(path: Path, precision: str) -> TrtEngine:
-    path = Path(path)
-    check_plan_metadata(path)
-    return TrtEngine(path.read_bytes(), precision, path)
+        return f"tensorrt {BACKEND.runtime_version()} {self.precision} ({BACKEND.device_name()})"
 
 
 def _nvidia_gpu_names() -> list[str]:
@@ -337,13 +311,16 @@ class TensorRtBackend(Backend):
         return TargetStatus(TARGET, True, trt.__version__, ", ".join(gpus))
 
     def runtime_version(self) -> str:
-        return runtime_version()
+        return _trt().__version__
 
     def device_name(self) -> str:
-        return device_name()
+        device = _cuda().Device(0)
+        major, minor = device.compute_capability()
+        return f"{device.name()} (sm_{major}{minor})"
 
     def build_options(self, precision: str) -> str:
-        return build_options(precision)
+        plugins = ",".join(Path(p).name for p in plugin_libraries())
+        return f"batch={MIN_BATCH}..{MAX_BATCH};workspace={WORKSPACE_BYTES};plugins={plugins}"
 
     def graph_for(self, network: str, precision: str, arch: str) -> GraphChoice:
         """v2 generators: the AdaIN-fused graph when the plugin library is there, else the
@@ -359,11 +336,16 @@ class TensorRtBackend(Backend):
                                             "fused graph")
 
     def compile(self, onnx_path, precision, out, log, cache) -> None:
-        timing = cache.aux_path(TARGET, f"timing-{runtime_version()}-{device_name()}.cache")
-        compile_to(onnx_path, precision, out, log, timing)
+        """The plan (precision comes from the graph); the timing cache is kept per TensorRT
+        version and GPU in the engine cache."""
+        timing = cache.aux_path(TARGET, f"timing-{self.runtime_version()}-"
+                                        f"{self.device_name()}.cache")
+        out.write_bytes(build_plan(onnx_path, timing, log))
 
     def load(self, path, precision) -> TrtEngine:
-        return load(path, precision)
+        path = Path(path)
+        check_plan_metadata(path)
+        return TrtEngine(path.read_bytes(), precision, path)
 
 
 BACKEND = TensorRtBackend()
