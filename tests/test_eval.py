@@ -166,6 +166,12 @@ def test_eval_cli_v1_writes_table_and_json(tmp_path, cli, small_sets):
     assert result.code == 0, result
     data = json.loads(report.read_text())
     assert data["held_out_images"] == 7 and data["test_data"] == str(other)
+    # a synthetic set carries its recipe: every edit is judged against its counterfactual
+    fid = data["fidelity"]
+    assert fid["overall"]["edits"] == sum(data["translations"].values())
+    assert fid["overall"]["baseline_psnr"] > fid["overall"]["psnr"] > 0   # a random G
+    assert "fidelity against the true counterfactual" in result.out
+    assert set(data["realism"]["kid_x1000"]) <= set(ATTRS) and data["realism"]["kid_x1000"]
 
 
 def test_classifier_cache_is_reused_only_for_the_same_data(tmp_path, small_sets):
@@ -198,6 +204,9 @@ def test_eval_cli_v2_reports_diversity(tmp_path, cli, small_sets):
     assert data["mean_diversity_l1"] > 0          # different seeds, different outputs
     assert data["reconstruction_l1"] > 0
     assert set(data["diversity_l1"]) == {"black_hair", "blond_hair", "brown_hair"}
+    per = data["fidelity"]["per_target"]
+    assert set(per) == {"black_hair", "blond_hair", "brown_hair"}
+    assert sum(v["edits"] for v in per.values()) == sum(data["translations"].values())
 
 
 def test_eval_bad_inputs_exit_2(tmp_path, cli, small_sets):

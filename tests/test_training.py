@@ -30,10 +30,11 @@ NAMES40 = [f"Attr_{i}" for i in range(35)] + ["Black_Hair", "Blond_Hair", "Brown
 ATTRS = "Black_Hair,Blond_Hair,Smiling"
 # Networks small enough for a few iterations in seconds on 2 busy cores.
 V1_SMALL = ["--image-size", "32", "--conv-dim", "8", "--repeat-num", "1", "--d-conv-dim", "8",
-            "--d-repeat-num", "4", "--batch", "4", "--log-every", "1", "--sample-every", "0"]
+            "--d-repeat-num", "4", "--batch", "4", "--log-every", "1", "--sample-every", "0",
+            "--ae-iters", "2"]
 V2_SMALL = ["--image-size", "32", "--dim-in", "8", "--max-conv-dim", "16", "--style-dim", "8",
             "--latent-dim", "4", "--hidden-dim", "16", "--batch", "4", "--log-every", "1",
-            "--sample-every", "0"]
+            "--sample-every", "0", "--ae-iters", "1"]
 
 
 def _face(rng, hair: int, smile: int, size: int = 40) -> np.ndarray:
@@ -250,14 +251,16 @@ def test_v1_resume_matches_uninterrupted_run(celeba, tmp_path, capsys):
     rows = loss_rows(full)
     assert sorted(rows) == [1, 2, 3, 4, 5, 6]
     assert all(np.isfinite(v) for r in rows.values() for v in r.values())
-    assert "G/cls" in rows[1] and "D/gp" in rows[1]       # tiny preset: G step every iteration
-    assert "C/cls" in rows[1] and "G/cls_aux" in rows[1]  # and the auxiliary classifier
+    assert set(rows[1]) == {"G/ae", "D/cls", "C/cls"}    # warm-up: G returns its input
+    assert "G/cls" in rows[3] and "D/gp" in rows[3]       # tiny preset: G step every iteration
+    assert "C/cls" in rows[3] and "G/cls_aux" in rows[3]  # and the auxiliary classifier
+    assert "G/keep" in rows[3] and "G/id" in rows[3]      # and the identity terms
 
     # "killed" right after the iteration-3 checkpoint, then resumed
     from stargan_train.solver_v1 import V1Trainer as T
     cfg = v1_config("tiny", attrs=ATTRS.split(","), image_size=32, conv_dim=8, repeat_num=1,
                     d_conv_dim=8, d_repeat_num=4, batch=4, iters=6, log_every=1,
-                    sample_every=0, ckpt_every=3, stop_at=3, decay_iters=3)
+                    sample_every=0, ckpt_every=3, stop_at=3, decay_iters=3, ae_iters=2)
     T(celeba, part, cfg, quiet=True).train()
     state = torch.load(part / "checkpoint.pt", weights_only=True)   # tensors/primitives only
     assert state["iter"] == 3
@@ -292,7 +295,8 @@ def test_v1_resume_matches_uninterrupted_run(celeba, tmp_path, capsys):
 def test_v1_identity_loss_and_no_auxiliary_classifier(celeba, tmp_path):
     out = tmp_path / "id"
     assert run_cli("train", "v1", "--data", celeba, "--attrs", ATTRS, "--iters", "2",
-                   "--lambda-id", "2", "--lambda-cls-aux", "0", "--out", out, *V1_SMALL) == 0
+                   "--lambda-id", "2", "--lambda-cls-aux", "0", "--out", out, *V1_SMALL,
+                   "--ae-iters", "0") == 0
     rows = loss_rows(out)
     assert rows[2]["G/id"] > 0 and np.isfinite(rows[2]["G/id"])
     assert "C/cls" not in rows[2] and "G/cls_aux" not in rows[2]
@@ -393,11 +397,13 @@ def test_v2_train_resume_and_bundle(folders, tmp_path):
     assert run_cli(*base, "--out", full) == 0
     rows = loss_rows(full)
     assert all(np.isfinite(v) for r in rows.values() for v in r.values())
-    assert {"D/latent_reg", "G/ref_sty", "G/latent_ds", "G/latent_cyc"} <= set(rows[1])
+    assert set(rows[1]) == {"G/latent_ae"}                # warm-up: G returns its input
+    assert {"D/latent_reg", "G/ref_sty", "G/latent_ds", "G/latent_cyc", "G/latent_id",
+            "G/latent_keep"} <= set(rows[2])
 
     cfg = v2_config("tiny", image_size=32, dim_in=8, max_conv_dim=16, style_dim=8,
                     latent_dim=4, hidden_dim=16, batch=4, iters=4, ds_iters=4, log_every=1,
-                    sample_every=0, ckpt_every=2, stop_at=2)
+                    sample_every=0, ckpt_every=2, stop_at=2, ae_iters=1)
     V2Trainer(folders, part, cfg, quiet=True).train()
     assert run_cli(*base, "--out", part, "--resume") == 0
     resumed = loss_rows(part)

@@ -49,8 +49,8 @@ V1_FLOATS = ("lambda_cls", "lambda_cls_g", "lambda_cls_aux", "lambda_rec", "lamb
              "lambda_adv", "g_lr", "d_lr", "p_single")
 V1_NAMED = ("augment", "ema_beta", "decay_iters", "lambda_keep", "ae_iters", "ae_lr")
 V2_INTS = ("dim_in", "max_conv_dim", "style_dim", "latent_dim", "hidden_dim")
-V2_FLOATS = ("lambda_reg", "lambda_sty", "lambda_ds", "lambda_cyc", "lambda_id", "lr", "f_lr",
-             "weight_decay", "ema_beta")
+V2_FLOATS = ("lambda_reg", "lambda_sty", "lambda_ds", "lambda_cyc", "lambda_id", "lambda_adv", "lr",
+             "f_lr", "weight_decay", "ema_beta")
 V2_NAMED = ("w_hpf", "ds_iters", "lambda_keep", "ae_iters", "ae_lr")
 
 

@@ -35,8 +35,8 @@ def main(argv=None) -> int:
     parser.add_argument("--only", choices=("v1", "v2"), help="train only one of the models")
     parser.add_argument("--count-v1", type=int, default=4000)
     parser.add_argument("--count-v2", type=int, default=1500)
-    parser.add_argument("--v1-minutes", type=float, help="time cap (default: the tiny preset's)")
-    parser.add_argument("--v2-minutes", type=float, help="time cap (default: the tiny preset's)")
+    parser.add_argument("--v1-minutes", type=float, help="time cap (default: the demo preset's)")
+    parser.add_argument("--v2-minutes", type=float, help="time cap (default: the demo preset's)")
     parser.add_argument("--resume", action="store_true", help="continue killed training runs")
     args = parser.parse_args(argv)
 
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         if not (data_dir / "list_attr_celeba.txt").exists():
             print(f"rendering {args.count_v1} CelebA-layout faces -> {data_dir}", flush=True)
             synthesize(data_dir, count=args.count_v1, image_size=64, layout="celeba", seed=1)
-        cfg = v1_config("tiny", attrs=DEMO_ATTRS, seed=0, max_minutes=args.v1_minutes)
+        cfg = v1_config("demo", attrs=DEMO_ATTRS, seed=0, max_minutes=args.v1_minutes)
         data = load_celeba(data_dir, DEMO_ATTRS, 64)
         # The discriminator stays: the runtime estimates a face's own attributes with its
         # classifier head before flipping the requested one (about 11 MB at this size).
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
             print(f"rendering {args.count_v2} hair-colour faces -> {data_dir}", flush=True)
             synthesize(data_dir, count=args.count_v2, image_size=64, layout="folders", seed=2,
                        domains=V2_DOMAINS)
-        cfg = v2_config("tiny", seed=0, max_minutes=args.v2_minutes)
+        cfg = v2_config("demo", seed=0, max_minutes=args.v2_minutes)
         data = load_folders(data_dir, 64)
         report["v2"] = _train_demo(
             lambda: V2Trainer(None, work / "run-v2", cfg, resume=args.resume, data=data),

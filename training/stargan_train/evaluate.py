@@ -382,9 +382,12 @@ def realism(classifier, real: LabelledSet, outputs: dict[str, list[np.ndarray]])
         reals = real.images[onehot[:, i] > 0]
         if not fakes or len(reals) < 2 or sum(len(f) for f in fakes) < 2:
             continue
-        out[name] = 1000.0 * kernel_inception_distance(
-            classifier_features(classifier, reals), classifier_features(classifier,
-                                                                        np.concatenate(fakes)))
+        real_f = classifier_features(classifier, reals)
+        fake_f = classifier_features(classifier, np.concatenate(fakes))
+        scale = float(np.sqrt(np.mean(real_f.astype(np.float64) ** 2))) or 1.0
+        # features scaled to unit RMS on the real images: the cubic kernel then sees values
+        # of the size Inception's pool features have, whatever this classifier's scale
+        out[name] = 1000.0 * kernel_inception_distance(real_f / scale, fake_f / scale)
     return {"kid_x1000": out, "mean_kid_x1000": _nanmean(out.values()),
             "features": "eval classifier (128-d pooled)"}
 

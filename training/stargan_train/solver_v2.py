@@ -7,6 +7,11 @@ on reals). G loss: adversarial + lambda_sty * L1(E(G(x, s), y_trg), s) - lambda_
 G(x, s2)) + lambda_cyc * L1(G(G(x, s), E(x, y_org)), x); lambda_ds decays linearly to 0 over
 ds_iters. EMA copies of G, F, E (beta ema_beta); the bundle holds the EMA weights. With w_hpf > 0
 the FAN face masks feed the generator's high-pass skip path (FAN weights required).
+
+Not in the paper, all off in the ``paper`` preset: a warm-up (ae_iters) in which G, E and F learn
+G(x, s) = x for s = E(x, y_org) and s = F(z, y_org); lambda_adv on G's adversarial term;
+lambda_id * L1(G(x, s_own), x) with s_own = F(z2, y_org) (latent step) or E(x, y_org) (reference
+step); lambda_keep * L1(G(x, s_trg), x). Why: see the v1 solver.
 """
 from __future__ import annotations
 
@@ -31,25 +36,37 @@ PRESETS = {
                   hidden_dim=512, w_hpf=0.0, lambda_reg=1.0, lambda_sty=1.0, lambda_ds=1.0,
                   ds_iters=100000, lambda_cyc=1.0, lr=1e-4, f_lr=1e-6, beta1=0.0, beta2=0.99,
                   weight_decay=1e-4, ema_beta=0.999, batch=8, iters=100000, bf16=False,
-                  lambda_id=0.0, lambda_keep=0.0, ae_iters=0, ae_lr=0.0,
+                  lambda_id=0.0, lambda_keep=0.0, ae_iters=0, ae_lr=0.0, lambda_adv=1.0,
                   channels_last=False, ckpt_every=5000, sample_every=5000, log_every=10,
                   max_minutes=0.0, threads=0),
     # Small CPU run at 64 px: narrow networks, a 64-wide mapping network with a 10x larger F
     # learning rate than the paper's (1e-6 barely moves F in a few hundred steps) and a faster
-    # EMA (0.99) so the short run's EMA weights are not dominated by the initialisation.
+    # EMA (0.99) so the short run's EMA weights are not dominated by the initialisation. Its
+    # additions (see the module docstring): a warm-up in which G returns its input from E's and
+    # F's styles of the input's own domain, adversarial weight 0.3, identity and keep L1 terms.
     "tiny": dict(image_size=64, dim_in=16, max_conv_dim=64, style_dim=16, latent_dim=8,
                  hidden_dim=64, w_hpf=0.0, lambda_reg=1.0, lambda_sty=1.0, lambda_ds=1.0,
                  ds_iters=1500, lambda_cyc=1.0, lr=2e-4, f_lr=2e-5, beta1=0.0, beta2=0.99,
                  weight_decay=1e-4, ema_beta=0.99, batch=8, iters=1500, bf16=True,
-                 lambda_id=0.0, lambda_keep=0.0, ae_iters=0, ae_lr=1e-3,
+                 lambda_id=5.0, lambda_keep=2.0, ae_iters=400, ae_lr=1e-3, lambda_adv=0.3,
                  channels_last=False, ckpt_every=50, sample_every=50, log_every=10,
-                 max_minutes=17.0, threads=-1),
+                 max_minutes=20.0, threads=-1),
+    # The shipped demo model: tiny's settings with a longer schedule (about 2 hours on a quiet
+    # 2-core CPU; --max-minutes shortens it, schedules following the time).
+    "demo": dict(image_size=64, dim_in=16, max_conv_dim=64, style_dim=16, latent_dim=8,
+                 hidden_dim=64, w_hpf=0.0, lambda_reg=1.0, lambda_sty=1.0, lambda_ds=1.0,
+                 ds_iters=6000, lambda_cyc=1.0, lr=2e-4, f_lr=2e-5, beta1=0.0, beta2=0.99,
+                 weight_decay=1e-4, ema_beta=0.99, batch=8, iters=6000, bf16=True,
+                 lambda_id=5.0, lambda_keep=2.0, ae_iters=800, ae_lr=1e-3, lambda_adv=0.3,
+                 channels_last=False, ckpt_every=100, sample_every=100, log_every=10,
+                 max_minutes=120.0, threads=-1),
 }
 
 RUN_KEYS = ("domains", "image_size", "dim_in", "max_conv_dim", "style_dim", "latent_dim",
             "hidden_dim", "w_hpf", "lambda_reg", "lambda_sty", "lambda_ds", "ds_iters",
             "lambda_cyc", "lr", "f_lr", "beta1", "beta2", "weight_decay", "ema_beta", "batch",
-            "iters", "bf16", "lambda_id", "lambda_keep", "ae_iters", "ae_lr", "seed", "world")
+            "iters", "bf16", "lambda_id", "lambda_keep", "ae_iters", "ae_lr", "lambda_adv", "seed",
+            "world")
 
 
 def make_config(preset: str, **overrides) -> dict:
@@ -235,11 +252,12 @@ class V2Trainer(common.Trainer):
                 x_rec = self.G(x_fake, s_org, masks_fake)
                 loss_cyc = (x_rec.float() - x_real).abs().mean()
                 extra = {}
-                if cfg.get("lambda_id", 0.0) > 0:   # the input's own style returns the input
-                    extra["id"] = (self.G(x_real, s_org, masks).float() - x_real).abs().mean()
+                if cfg.get("lambda_id", 0.0) > 0:   # a style of the input's domain returns it
+                    s_own = self.F(b["z_trg2"], y_org) if latent else s_org
+                    extra["id"] = (self.G(x_real, s_own, masks).float() - x_real).abs().mean()
                 if cfg.get("lambda_keep", 0.0) > 0:  # change no more than the edit needs
                     extra["keep"] = (x_fake.float() - x_real).abs().mean()
-            loss = (loss_adv + cfg["lambda_sty"] * loss_sty - lambda_ds * loss_ds
+            loss = (cfg["lambda_adv"] * loss_adv + cfg["lambda_sty"] * loss_sty - lambda_ds * loss_ds
                     + cfg["lambda_cyc"] * loss_cyc
                     + sum(cfg[f"lambda_{k}"] * v for k, v in extra.items()))
             names = ("G", "F", "E") if latent else ("G",)
@@ -262,14 +280,18 @@ class V2Trainer(common.Trainer):
         to keep the input's identity, and the style alone decides the picture."""
         cfg = self.cfg
         x_real, y_org = b["x_src"], b["y_src"]
+        masks = self._masks(x_real)
         with common.autocast(cfg["bf16"], self.device):
-            out = self.G(x_real, self.E(x_real, y_org), self._masks(x_real))
-            loss = (out.float() - x_real).abs().mean()
-        for k in ("G", "E"):
+            # both style paths: the input's own (E) and a random one of its domain (F)
+            styles = torch.cat([self.E(x_real, y_org), self.F(b["z_trg"], y_org)])
+            out = self.G(torch.cat([x_real, x_real]), styles,
+                         None if masks is None else torch.cat([masks, masks]))
+            loss = (out.float() - torch.cat([x_real, x_real])).abs().mean()
+        for k in ("G", "E", "F"):
             self.opt[k].zero_grad(set_to_none=True)
         loss.backward()
-        self.dist.average_gradients([self.G, self.E])
-        for k in ("G", "E"):
+        self.dist.average_gradients([self.G, self.E, self.F])
+        for k in ("G", "E", "F"):
             self.opt[k].step()
         return {"G/latent_ae": loss.item()}
 
@@ -280,11 +302,11 @@ class V2Trainer(common.Trainer):
             if cfg["ds_iters"] > 0 else cfg["lambda_ds"]
         losses = {}
         warm_up = it < cfg.get("ae_iters", 0)
-        for k in ("G", "E"):   # the warm-up has a learning rate of its own
-            common.set_lr(self.opt[k], cfg["ae_lr"] if warm_up else cfg["lr"])
+        for k in ("G", "E", "F"):   # the warm-up has a learning rate of its own
+            common.set_lr(self.opt[k], cfg["ae_lr"] if warm_up else cfg["f_lr" if k == "F" else "lr"])
         if warm_up:
             losses = self._autoencoder_step(b)
-            for name in ("G", "E"):
+            for name in ("G", "E", "F"):
                 common.ema_update(getattr(self, f"{name}_ema"), getattr(self, name),
                                   cfg["ema_beta"], self.it)
             return losses
