@@ -2,15 +2,16 @@
 
 1. renders the synthetic face sets (stargan_rt.synth): a CelebA-layout set at 64 px and a
    three-domain hair-colour folder set at 64 px;
-2. trains StarGAN v1 with ``--preset tiny`` on Black_Hair, Blond_Hair, Brown_Hair, Smiling,
-   Eyeglasses and StarGAN v2 with ``--preset tiny`` (w_hpf 0) on black/blond/brown hair;
-3. writes the bundles (v1: generator + discriminator; v2: EMA generator, mapping network, style encoder) to
-   stargan_rt/assets/models/demo-v1 and demo-v2, replacing the old ones atomically.
+2. trains StarGAN v1 with ``--preset demo`` on Black_Hair, Blond_Hair, Brown_Hair, Smiling,
+   Eyeglasses and StarGAN v2 with ``--preset demo`` (w_hpf 0) on black/blond/brown hair;
+3. writes the bundles (v1: generator + discriminator; v2: EMA generator, mapping network, style
+   encoder) to stargan_rt/assets/models/demo-v1 and demo-v2, replacing the old ones atomically.
 
-Everything is seeded; on the quiet 2-core development CPU the v1 run took 16.1 min (5000 it) and
-the v2 run 14.8 min (1500 it). The tiny presets stop at their --max-minutes limits (17 min), so
-on a slower or busier machine a run can stop at an earlier iteration, its schedules following
-the time (the bundle's manifest records the iteration and whether it stopped early).
+Everything is seeded. The demo presets stop at their --max-minutes limits (120 min; --v1-minutes
+/ --v2-minutes shorten them), so on a slower or busier machine a run stops at an earlier
+iteration, its schedules following the time (the bundle's manifest records the iteration and
+whether it stopped early). Runs go on with --resume while --work is kept. Judge the result with
+`stargan-rt eval` on faces of another seed (README, training).
 """
 from __future__ import annotations
 

@@ -118,8 +118,7 @@ RUN_KEYS = ("dataset", "attrs", "image_size", "conv_dim", "repeat_num", "d_conv_
             "lambda_gp", "n_critic",
             "g_lr", "d_lr", "beta1", "beta2", "batch", "iters", "decay_iters", "p_single",
             "augment", "ema_beta", "lambda_id", "lambda_keep", "ae_iters", "ae_lr", "lambda_adv",
-            "bf16", "seed",
-            "world")
+            "bf16", "seed", "world")
 
 
 def make_config(preset: str, **overrides) -> dict:
@@ -388,9 +387,9 @@ class V1Trainer(common.Trainer):
                                  if self.C is not None else torch.zeros(()))
                     x_rec = self.G(x_fake, c_org)
                     g_rec = (x.float() - x_rec.float()).abs().mean()
-                g_loss = (cfg["lambda_adv"] * g_fake + cfg["lambda_rec"] * g_rec + cfg["lambda_cls_g"] * g_cls
-                          + cfg["lambda_cls_aux"] * g_cls_aux + lambda_id * g_id
-                          + lambda_keep * g_keep)
+                g_loss = (cfg["lambda_adv"] * g_fake + cfg["lambda_rec"] * g_rec
+                          + cfg["lambda_cls_g"] * g_cls + cfg["lambda_cls_aux"] * g_cls_aux
+                          + lambda_id * g_id + lambda_keep * g_keep)
                 self.g_opt.zero_grad(set_to_none=True)
                 g_loss.backward()
                 self.dist.average_gradients([self.G])

@@ -274,10 +274,11 @@ class V2Trainer(common.Trainer):
                 "cyc": loss_cyc.item(), **{k: v.item() for k, v in extra.items()}}
 
     def _autoencoder_step(self, b) -> dict:
-        """Warm-up (the first ``ae_iters`` iterations): G and E learn to return the input from
-        its own style, G(x, E(x, y_org)) = x (L1); D and F wait. Why: see the v1 solver's
-        warm-up; from a random start the adversarial losses leave a small G no time to learn
-        to keep the input's identity, and the style alone decides the picture."""
+        """Warm-up (the first ``ae_iters`` iterations): G, E and F learn to return the input
+        from a style of its own domain, G(x, s) = x (L1) for s = E(x, y_org) and F(z, y_org);
+        D waits. Why: see the v1 solver's warm-up; from a random start the adversarial losses
+        leave a small G no time to learn to keep the input's identity, and the style alone
+        decides the picture. F takes part so that its styles start in the space G learns."""
         cfg = self.cfg
         x_real, y_org = b["x_src"], b["y_src"]
         masks = self._masks(x_real)
@@ -303,12 +304,11 @@ class V2Trainer(common.Trainer):
         losses = {}
         warm_up = it < cfg.get("ae_iters", 0)
         for k in ("G", "E", "F"):   # the warm-up has a learning rate of its own
-            common.set_lr(self.opt[k], cfg["ae_lr"] if warm_up else cfg["f_lr" if k == "F" else "lr"])
+            common.set_lr(self.opt[k], cfg["ae_lr"] if warm_up
+                          else cfg["f_lr" if k == "F" else "lr"])
         if warm_up:
             losses = self._autoencoder_step(b)
-            for name in ("G", "E", "F"):
-                common.ema_update(getattr(self, f"{name}_ema"), getattr(self, name),
-                                  cfg["ema_beta"], self.it)
+            self._update_ema()
             return losses
         for k, v in self._d_step(b, z_trg=b["z_trg"]).items():
             losses[f"D/latent_{k}"] = v
@@ -318,12 +318,13 @@ class V2Trainer(common.Trainer):
             losses[f"G/latent_{k}"] = v
         for k, v in self._g_step(b, lambda_ds, latent=False).items():
             losses[f"G/ref_{k}"] = v
-        beta = cfg["ema_beta"]
-        common.ema_update(self.G_ema, self.G, beta, self.it)
-        common.ema_update(self.F_ema, self.F, beta, self.it)
-        common.ema_update(self.E_ema, self.E, beta, self.it)
+        self._update_ema()
         losses["lambda_ds"] = lambda_ds
         return losses
+
+    def _update_ema(self) -> None:
+        for ema, net in ((self.G_ema, self.G), (self.F_ema, self.F), (self.E_ema, self.E)):
+            common.ema_update(ema, net, self.cfg["ema_beta"], self.it)
 
     # -- samples, bundle ------------------------------------------------------------------
     @torch.no_grad()
