@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from stargan_rt.errors import UserError
+from stargan_rt.files import write_atomic
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -291,6 +292,15 @@ def write_bundle(out: str | os.PathLike, manifest: Manifest, state_dicts: Mappin
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Bundle.open(out)
+
+
+def set_config(path: str | os.PathLike, **values: Any) -> Bundle:
+    """Add or change entries of a bundle's manifest config on disk (atomically), e.g. the crop
+    framing (``crop_scale``, ``crop_shift``) of the faces it was trained on."""
+    bundle = Bundle.open(path)
+    bundle.manifest.config.update(values)
+    write_atomic(bundle.path / MANIFEST, bundle.manifest.to_json())
+    return Bundle.open(bundle.path)
 
 
 def _is_buffer_key(key: str) -> bool:

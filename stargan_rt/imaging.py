@@ -8,8 +8,10 @@ import cv2
 import numpy as np
 
 from stargan_rt.errors import UserError
+from stargan_rt.files import write_atomic
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -26,18 +28,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Encode by the file suffix and write atomically (temp file + rename)."""
+    """Encode by the file suffix and write atomically."""
     path = Path(path)
     ok, encoded = cv2.imencode(path.suffix or ".png", image)
     if not ok:
         raise UserError(f"{path}: cannot encode an image with suffix {path.suffix!r}")
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        encoded.tofile(str(tmp))
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"{path}: cannot write ({exc.strerror or exc})")
+    write_atomic(path, encoded.tobytes())
 
 
 def fit_to_model(image: np.ndarray, size: int) -> np.ndarray:

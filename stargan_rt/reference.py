@@ -11,33 +11,23 @@ import os
 import numpy as np
 import torch
 
-from stargan_rt.bundle import Bundle, check_domain_target, v1_target_labels
+from stargan_rt.bundle import Bundle, v1_target_labels
 from stargan_rt.errors import UserError
 from stargan_rt.latents import latent_for_seed
 from stargan_rt.imaging import bgr_to_unit_nchw, fit_to_model, unit_nchw_to_bgr
 from stargan_rt.models.build import load_network
+from stargan_rt.targeting import TRUNCATION_SAMPLES, TargetedTranslator
 
-# Mean style for truncation is taken over this many latent codes (official value).
-TRUNCATION_SAMPLES = 10_000
-
-
-class TorchTranslator:
+class TorchTranslator(TargetedTranslator):
     def __init__(self, bundle_path: str | os.PathLike, device: str = "cpu"):
-        self.bundle = Bundle.open(bundle_path)
+        super().__init__(Bundle.open(bundle_path))
         manifest = self.bundle.manifest
-        self.arch = manifest.arch
-        self.image_size = manifest.image_size
-        self.domains = manifest.domain_names
         self.device = device
         self.target = "torch"
         self.precision = "fp32"
         self.generator = load_network(self.bundle, "generator", device)
         self.discriminator = (load_network(self.bundle, "discriminator", device)
                               if self.bundle.has("discriminator") else None)
-        self._labels: torch.Tensor | None = None   # v1: full target vector, or None
-        self._domain: int | None = None
-        self._style: torch.Tensor | None = None     # v2: (1, style_dim)
-        self._style_request: dict = {"seed": 0, "ref_bgr": None, "psi": 1.0}
         if self.arch == "v2":
             self.mapping = load_network(self.bundle, "mapping_network", device)
             self.style_encoder = load_network(self.bundle, "style_encoder", device)
@@ -47,33 +37,6 @@ class TorchTranslator:
                     raise UserError(f"{self.bundle.path}: w_hpf > 0 needs the FAN network for "
                                     "its masks; re-import with --fan wing.ckpt")
                 self.fan = load_network(self.bundle, "fan", device)
-
-    # -- choosing the target -------------------------------------------------------------------
-    def set_domain(self, name: str) -> None:
-        self._domain = self.bundle.domain_index(name)
-        check_domain_target(self.bundle)
-        self._labels = None
-        self._style = None
-
-    def set_labels(self, labels) -> None:
-        """v1: the full target attribute vector (c_dim values of 0 / 1)."""
-        if self.arch != "v1":
-            raise UserError("--labels applies to StarGAN v1 models; v2 models take --domain")
-        vector = torch.as_tensor(np.asarray(labels, dtype=np.float32)).reshape(1, -1)
-        if vector.shape[1] != len(self.domains):
-            raise UserError(f"expected {len(self.domains)} labels ({', '.join(self.domains)}), "
-                            f"got {vector.shape[1]}")
-        self._labels = vector
-        self._domain = None
-
-    def set_style(self, seed: int | None = None, ref_bgr: np.ndarray | None = None,
-                  psi: float = 1.0) -> None:
-        """v2: latent-guided (seed, optional truncation psi) or reference-guided (ref image)."""
-        if self.arch != "v2":
-            raise UserError("styles (--seed/--ref/--psi) apply to StarGAN v2 models only")
-        self._style_request = {"seed": 0 if seed is None else seed, "ref_bgr": ref_bgr,
-                               "psi": psi}
-        self._style = None
 
     # -- translation -----------------------------------------------------------------------
     @torch.no_grad()
@@ -87,7 +50,7 @@ class TorchTranslator:
 
     def _v1_targets(self, x: torch.Tensor) -> torch.Tensor:
         if self._labels is not None:
-            return self._labels.expand(x.shape[0], -1).to(self.device)
+            return torch.from_numpy(self._labels).expand(x.shape[0], -1).to(self.device)
         if self._domain is None:
             raise UserError("no target: give --domain NAME or --labels A=1,B=0,...")
         return v1_target_labels(self.bundle.manifest, self._domain, lambda: self.source_labels(x),
@@ -100,8 +63,7 @@ class TorchTranslator:
 
     @torch.no_grad()
     def style(self) -> torch.Tensor:
-        if self._domain is None:
-            raise UserError("no target domain: give --domain NAME")
+        self._require_domain()
         if self._style is None:
             self._style = self._compute_style(**self._style_request)
         return self._style

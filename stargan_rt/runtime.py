@@ -19,35 +19,24 @@ import numpy as np
 
 from stargan_rt.backends import BuildInfo, Engine
 from stargan_rt.build import BuildRequest, BuildResult, build
-from stargan_rt.bundle import Bundle, check_domain_target, v1_target_labels
+from stargan_rt.bundle import Bundle, v1_target_labels
 from stargan_rt.errors import UserError
 from stargan_rt.latents import latent_for_seed
+from stargan_rt.targeting import TRUNCATION_SAMPLES, TargetedTranslator
 
 Log = Callable[[str], None]
 
-# Mean style for truncation (psi < 1) is taken over this many latent codes (official value).
-TRUNCATION_SAMPLES = 10_000
-
-
 # -- the translator --------------------------------------------------------------------------------
-class Translator:
+class Translator(TargetedTranslator):
     """Engine-backed translator; same interface as reference.TorchTranslator."""
 
     def __init__(self, bundle: Bundle, target: str, precision: str, engines: dict[str, Engine],
                  infos: list[BuildInfo] | None = None):
-        manifest = bundle.manifest
-        self.bundle = bundle
-        self.arch = manifest.arch
-        self.image_size = manifest.image_size
-        self.domains = manifest.domain_names
+        super().__init__(bundle)
         self.target = target
         self.precision = precision
         self.engines = engines
         self.infos = infos or []
-        self._domain: int | None = None
-        self._labels: np.ndarray | None = None
-        self._style: np.ndarray | None = None
-        self._style_request: dict = {"seed": 0, "ref_bgr": None, "psi": 1.0}
 
     @classmethod
     def create(cls, model=None, target: str = "auto", precision: str = "fp32", cache_dir=None,
@@ -76,30 +65,6 @@ class Translator:
         self.close()
 
     # -- choosing the target -------------------------------------------------------------------
-    def set_domain(self, name: str) -> None:
-        self._domain = self.bundle.domain_index(name)
-        check_domain_target(self.bundle)
-        self._labels = None
-        self._style = None
-
-    def set_labels(self, labels) -> None:
-        if self.arch != "v1":
-            raise UserError("--labels applies to StarGAN v1 models; v2 models take --domain")
-        vector = np.asarray(labels, dtype=np.float32).reshape(1, -1)
-        if vector.shape[1] != len(self.domains):
-            raise UserError(f"expected {len(self.domains)} labels ({', '.join(self.domains)}), "
-                            f"got {vector.shape[1]}")
-        self._labels = vector
-        self._domain = None
-
-    def set_style(self, seed: int | None = None, ref_bgr: np.ndarray | None = None,
-                  psi: float = 1.0) -> None:
-        if self.arch != "v2":
-            raise UserError("styles (--seed/--ref/--psi) apply to StarGAN v2 models only")
-        self._style_request = {"seed": 0 if seed is None else seed, "ref_bgr": ref_bgr,
-                               "psi": float(psi)}
-        self._style = None
-
     def set_style_vector(self, style) -> None:
         """v2: use this style vector (1, style_dim) as is (parity feeds the reference's)."""
         self._style = np.asarray(style, dtype=np.float32).reshape(1, -1)
@@ -123,8 +88,7 @@ class Translator:
 
     def style(self) -> np.ndarray:
         if self._style is None:
-            if self._domain is None:
-                raise UserError("no target domain: give --domain NAME")
+            self._require_domain()
             self._style = self._compute_style(**self._style_request)
         return self._style
 

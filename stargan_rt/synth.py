@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from stargan_rt.errors import UserError
+from stargan_rt.files import write_atomic
 
 CELEBA_ATTRIBUTES = (
     "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs",
@@ -75,13 +76,13 @@ DEFAULT_FOLDER_DOMAINS = ("black_hair", "blond_hair", "brown_hair")
 DEFAULT_CELEBA_HAIR = ("black_hair", "blond_hair", "brown_hair")
 LAYOUTS = ("celeba", "folders")
 
-# Where OpenCV's frontal Haar cascade (equalised grey, scaleFactor 1.1, minNeighbors 5) puts
-# its box on these faces, as the runtime's framing options (stargan_rt/stream/faces.py: crop
-# side = crop_scale * box width, crop centre = box centre + crop_shift * box width in y).
-# Measured on 300 faces at 128 and 256 px: box width 0.65 of the image side, box centre at
-# (0.50, 0.567). A bundle trained on this data should carry these in its config so the live
-# crops are framed like the training images.
-HAAR_FRAMING = {"crop_scale": 1.54, "crop_shift": -0.10}
+# How these faces are framed, as the runtime's framing options (stargan_rt/stream/faces.py: crop
+# side = crop_scale * face-box width, crop centre = box centre + crop_shift * box width in y),
+# measured with the runtime's own face stage (stream.faces.measure_framing: OpenCV's frontal Haar
+# cascade, eye levelling) on 40 faces; OpenCV's cascade alone, on 300 faces at 128 and 256 px,
+# gives 1.54 / -0.10. A bundle trained on this data carries these in its manifest config so the
+# live crops are framed like the training images.
+HAAR_FRAMING = {"crop_scale": 1.48, "crop_shift": -0.12}
 ATTR_FILE = "list_attr_celeba.txt"
 DOMAINS_FILE = "domains.txt"
 
@@ -752,13 +753,8 @@ def synthesize(out: str | os.PathLike, count: int = 2000, image_size: int = 64,
                                          + "\n".join(rows) + "\n")
     else:
         final, text = out / DOMAINS_FILE, "\n".join(chosen) + "\n"
-    tmp = final.with_name(f".{final.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="ascii")
-        os.replace(tmp, final)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"{final}: cannot write ({exc.strerror or exc}); is the disk full?")
+    write_atomic(final, text.encode("ascii"), lambda where, exc: UserError(
+        f"{where}: cannot write ({exc.strerror or exc}); is the disk full?"))
     summary["seconds"] = round(time.perf_counter() - start, 3)
     return summary
 

@@ -30,9 +30,8 @@ def resolve_target(target: str, log: Callable[[str], None] = print) -> str:
         statuses = probe_all()
         chosen = next((s for s in statuses if s.available), None)
         if chosen is None:
-            raise UserError("no engine target is available: " + "; ".join(
-                f"{s.name}: {s.detail}" for s in statuses)
-                + f"; install one: {BACKENDS['openvino'].install_hint}")
+            raise UserError("no engine target is available; install one: " + "; ".join(
+                f"{s.name}: {s.detail or BACKENDS[s.name].install_hint}" for s in statuses))
         skipped = [f"{s.name}: {s.detail}" for s in statuses[:statuses.index(chosen)]]
         why = f" (skipped {'; '.join(skipped)})" if skipped else " (first in the preference order)"
         log(f"target auto -> {chosen.name} {chosen.version} on {chosen.detail}{why}")

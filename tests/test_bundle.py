@@ -53,3 +53,30 @@ def test_not_a_bundle(tmp_path):
     with pytest.raises(UserError, match="not a stargan-rt bundle"):
         Bundle.open(tmp_path)
     assert bundle_mod.SCHEMA_VERSION >= 1
+
+
+def test_set_config_adds_entries_to_a_bundle_on_disk(tmp_path):
+    import shutil
+
+    from stargan_rt.bundle import set_config
+    from stargan_rt.defaults import DEMO_MODELS
+
+    copy = shutil.copytree(DEMO_MODELS["v2"], tmp_path / "demo")
+    before = Bundle.open(copy)
+    after = set_config(copy, crop_scale=1.6, crop_shift=-0.1)
+    assert after.manifest.config == {**before.manifest.config, "crop_scale": 1.6,
+                                     "crop_shift": -0.1}
+    assert Bundle.open(copy).manifest.networks == before.manifest.networks
+    assert not list(copy.glob("*.tmp")) and not list(copy.glob(".*"))
+
+
+def test_labels_are_parsed_once_for_every_verb(tmp_path):
+    from stargan_rt.defaults import DEMO_MODELS
+
+    bundle = Bundle.open(DEMO_MODELS["v1"])
+    text = "black=0,Blond_Hair=1,brown_hair=0,smile=1,glasses=0"   # names or aliases
+    assert bundle.parse_labels(text) == [0.0, 1.0, 0.0, 1.0, 0.0]
+    with pytest.raises(UserError, match="missing: Eyeglasses"):
+        bundle.parse_labels("black=0,blond=1,brown=0,smile=1")
+    with pytest.raises(UserError, match="not NAME=0 or NAME=1"):
+        bundle.parse_labels("black=2")

@@ -578,3 +578,20 @@ def test_pipeline_feeds_fan_landmarks_back(frames):
     assert summary["alignment"].startswith("FAN landmarks")
     marks = summary["landmarks"]
     assert marks["observed"] >= 10 and marks["rejected"] == 0 and marks["aligned_crops"] >= 8
+
+
+def test_demo_bundles_carry_their_crop_framing(tmp_path):
+    """The framing of the synthetic faces travels in the manifest: a copy of a demo bundle
+    elsewhere is framed the same (no code looks at a model's path)."""
+    import shutil
+
+    from stargan_rt.bundle import Bundle
+    from stargan_rt.defaults import DEMO_MODELS
+    from stargan_rt.stream.faces import framing_for
+    from stargan_rt.synth import HAAR_FRAMING
+
+    for name, path in DEMO_MODELS.items():
+        copy = shutil.copytree(path, tmp_path / name)
+        manifest = Bundle.open(copy).manifest
+        assert framing_for(manifest.arch, manifest.config) == (HAAR_FRAMING["crop_scale"],
+                                                               HAAR_FRAMING["crop_shift"])

@@ -20,12 +20,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 from stargan_rt.bundle import sha256_file  # noqa: F401 (one definition; re-exported)
+from stargan_rt import files
 from stargan_rt.errors import UserError
 
 # Revision of the exported graphs (export/contract.py): bumped whenever they change, so caches
@@ -63,31 +63,8 @@ def disk_error(path: Path, exc: OSError, root: Path) -> UserError:
 
 def write_atomic(path: Path, write: Callable[[Path], None] | bytes,
                  root: Path | None = None) -> None:
-    """Write ``path`` via a temp file in its directory + os.replace; disk errors -> UserError."""
-    root = root or path.parent
-    tmp: Path | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        tmp = Path(name)
-        if isinstance(write, (bytes, bytearray, memoryview)):
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(write)
-                handle.flush()
-                os.fsync(handle.fileno())
-        else:
-            os.close(fd)
-            write(tmp)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:
-        raise disk_error(path, exc, root) from None
-    finally:
-        if tmp is not None:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
+    """``files.write_atomic`` with the engine cache's error (where to point the cache instead)."""
+    files.write_atomic(path, write, lambda where, exc: disk_error(where, exc, root or path.parent))
 
 
 @dataclass(frozen=True)

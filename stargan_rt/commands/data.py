@@ -52,11 +52,8 @@ def register(subparsers) -> None:
 
 
 def run_synth(args) -> int:
-    try:
-        from stargan_rt.synth import haar_detection_rate, make_face, synthesize
-    except ImportError as exc:  # the training package ships with stargan-rt; be explicit anyway
-        raise UserError(f"the training package (stargan_train) is not importable ({exc}); "
-                        "reinstall stargan-rt with `pip install -e .`")
+    from stargan_rt.synth import haar_detection_rate, make_face, synthesize
+
     if args.haar_check < 0:
         raise UserError(f"--haar-check must be >= 0, got {args.haar_check}")
     last = [-1]

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from stargan_rt.backends import PRECISIONS, TARGETS
+from stargan_rt.parity import Thresholds
 
 
 def register(subparsers) -> None:
@@ -28,12 +29,17 @@ def register(subparsers) -> None:
     parser.add_argument("--report", metavar="FILE", help="write the JSON report here")
     parser.add_argument("--calib", metavar="DIR|VIDEO", help="int8 calibration frames")
     parser.add_argument("--cache-dir", metavar="DIR", help="engine cache directory")
-    parser.add_argument("--fp32-max-err", type=float, default=2.0,
-                        help="fp32: max abs error for uint8 outputs (levels; default 2)")
-    parser.add_argument("--fp32-float-tol", type=float, default=1e-3,
-                        help="fp32: max abs error for float outputs (default 1e-3)")
-    parser.add_argument("--fp16-psnr", type=float, default=40.0, help="fp16: min PSNR dB")
-    parser.add_argument("--int8-psnr", type=float, default=30.0, help="int8: min PSNR dB")
+    default = Thresholds()
+    parser.add_argument("--fp32-max-err", type=float, default=default.fp32_max_err_uint8,
+                        help="fp32: max abs error for uint8 outputs (levels; default "
+                             f"{default.fp32_max_err_uint8:g})")
+    parser.add_argument("--fp32-float-tol", type=float, default=default.fp32_max_err_float,
+                        help="fp32: max abs error for float outputs (default "
+                             f"{default.fp32_max_err_float:g})")
+    parser.add_argument("--fp16-psnr", type=float, default=default.fp16_psnr,
+                        help=f"fp16: min PSNR dB (default {default.fp16_psnr:g})")
+    parser.add_argument("--int8-psnr", type=float, default=default.int8_psnr,
+                        help=f"int8: min PSNR dB (default {default.int8_psnr:g})")
     parser.set_defaults(func=run)
 
 
@@ -43,7 +49,7 @@ def run(args) -> int:
     from stargan_rt.bundle import Bundle
     from stargan_rt.defaults import resolve_model
     from stargan_rt.errors import UserError
-    from stargan_rt.parity import ParityReport, Reference, Thresholds, check_engines, load_frames
+    from stargan_rt.parity import ParityReport, Reference, check_engines, load_frames
     from stargan_rt.build import BuildRequest, build
     from stargan_rt.targets import probe, resolve_target
 
@@ -106,8 +112,8 @@ def run(args) -> int:
     print(f"\nparity {verdict}: {sum(r.passed for r in report.results)}/{len(report.results)} "
           "outputs within thresholds")
     if report_path is not None:
-        from stargan_rt.backends.cache import write_atomic
+        from stargan_rt.files import write_atomic
 
-        write_atomic(report_path, (json.dumps(report.to_json(), indent=2) + "\n").encode())
+        write_atomic(report_path, json.dumps(report.to_json(), indent=2) + "\n")
         print(f"report: {report_path}")
     return 0 if report.passed else 1

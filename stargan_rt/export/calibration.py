@@ -20,9 +20,9 @@ import onnx
 from stargan_rt.errors import UserError
 from stargan_rt.export.graph import cpu_session, run_batched
 from stargan_rt.export.onnx_io import get_metadata
+from stargan_rt.imaging import VIDEO_SUFFIXES
 
 MIN_CALIBRATION_FRAMES = 256
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 
 
 def _too_few(found: int, wanted: int, where: str) -> UserError:

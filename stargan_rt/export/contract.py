@@ -21,8 +21,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from stargan_rt.backends.base import PRECISIONS  # noqa: F401 (one definition; re-exported)
+
 IO_VARIANTS = ("uint8", "float")
-PRECISIONS = ("fp32", "fp16", "int8")
 FAN_SIZE = 256
 
 # Prefix of every metadata_props key written into exported ONNX files.

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import onnx
 
 from stargan_rt.errors import UserError
+from stargan_rt.files import write_atomic
 from stargan_rt.export.contract import META_PREFIX
 
 
@@ -37,24 +37,11 @@ def load_model(path: str | os.PathLike, check: bool = True) -> onnx.ModelProto:
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
-    """Write atomically: temp file in the same directory, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(model.SerializeToString())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"{path}: cannot write the ONNX file ({exc.strerror or exc}); "
-                        "check the directory is writable and the disk has space")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write atomically (``files.write_atomic``)."""
+    def error(where: Path, exc: OSError) -> UserError:
+        return UserError(f"{where}: cannot write the ONNX file ({exc.strerror or exc}); "
+                         "check the directory is writable and the disk has space")
+    return write_atomic(path, model.SerializeToString(), error)
 
 
 def get_metadata(model: onnx.ModelProto) -> dict[str, str]:

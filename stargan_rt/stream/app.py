@@ -12,12 +12,13 @@ import threading
 from pathlib import Path
 
 from stargan_rt.bundle import Bundle
-from stargan_rt.defaults import DEMO_MODELS, resolve_model
+from stargan_rt.defaults import resolve_model
 from stargan_rt.errors import UserError
+from stargan_rt.files import write_atomic
 from stargan_rt.imaging import read_image
 from stargan_rt.runtime import Translator
 from stargan_rt.stream.contracts import Sink, StreamOptions
-from stargan_rt.stream.faces import SYNTHETIC_FRAMING, FaceStage
+from stargan_rt.stream.faces import FaceStage
 from stargan_rt.stream.pipeline import Pipeline
 from stargan_rt.stream.sinks import ProgressSink, RecordSink, VirtualCameraSink, WindowSink, \
     gui_available
@@ -25,14 +26,10 @@ from stargan_rt.stream.sources import open_source
 from stargan_rt.stream.web import HttpSink, parse_serve
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"--stats {path}: cannot write ({exc.strerror or exc})") from None
+def _write_stats(path: Path, data: dict) -> None:
+    write_atomic(path, json.dumps(data, indent=2) + "\n",
+                 lambda where, exc: UserError(f"--stats {where}: cannot write "
+                                              f"({exc.strerror or exc})"))
 
 
 def _log(msg: str) -> None:
@@ -82,10 +79,8 @@ def _headless(args) -> bool:
     return bool(why)
 
 
-def _face_stage(args, translator, model_path) -> FaceStage:
+def _face_stage(args, translator) -> FaceStage:
     config = dict(translator.bundle.manifest.config or {})
-    if "crop_scale" not in config and _is_demo(model_path):
-        config.update(SYNTHETIC_FRAMING)  # the demo faces are framed tighter than CelebA
     if args.crop_scale is not None:
         config["crop_scale"] = args.crop_scale
     if args.crop_shift is not None:
@@ -157,7 +152,7 @@ def run_webcam(args) -> int:
             reference_factory=_reference_factory(model_path) if args.parity_every else None,
             precision=args.precision, log=_log, model_name=str(model_path),
             side_by_side=args.side_by_side, mirror=args.mirror)
-        pipeline = Pipeline(source, translator, _face_stage(args, translator, model_path),
+        pipeline = Pipeline(source, translator, _face_stage(args, translator),
                             _sinks(args, headless, serve), options)
     except BaseException:
         source.close()
@@ -177,7 +172,7 @@ def run_webcam(args) -> int:
         translator.close()
     summary = pipeline.summary()
     if args.stats:
-        _write_json_atomic(Path(args.stats), summary)
+        _write_stats(Path(args.stats), summary)
     _report(summary, args)
     return code
 
@@ -203,11 +198,3 @@ def _report(summary: dict, args) -> None:
                                               else ""))
     if args.stats:
         _log(f"stats written to {args.stats}")
-
-
-def _is_demo(model_path) -> bool:
-    try:
-        return any(Path(model_path).resolve() == p.resolve() for p in DEMO_MODELS.values())
-    except OSError:
-        return False
-

@@ -31,8 +31,8 @@ from stargan_rt.errors import UserError
 # v2 (CelebA-HQ, FFHQ-style alignment): the crop is ~4 eye distances wide, centred just below the
 # eyes (eye midpoint + 0.1 eye-to-mouth): scale 1.95, shift -0.07.
 FRAMING = {"v1": (2.2, -0.15), "v2": (1.95, -0.07)}
-# The built-in demo models' synthetic faces (stargan_rt.synth), by measure_framing on 40 faces.
-SYNTHETIC_FRAMING = {"crop_scale": 1.48, "crop_shift": -0.12}
+# Other framings (the built-in demo models' synthetic faces: stargan_rt.synth.HAAR_FRAMING) come
+# with the bundle, in its manifest config (crop_scale, crop_shift).
 
 
 def framing_for(arch: str, config: dict | None = None) -> tuple[float, float]:

@@ -24,7 +24,6 @@ from stargan_rt.errors import UserError
 from stargan_rt.imaging import IMAGE_SUFFIXES
 
 SAMPLE_VIDEO = Path(__file__).resolve().parent.parent / "assets" / "sample.mp4"
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 
 
 class SourceDied(RuntimeError):  # noqa: N818 - reads as the event it reports
