@@ -1,10 +1,13 @@
-"""`stargan-rt` command line. Each verb lives in its own module under stargan_rt/commands/
-and exposes ``register(subparsers)``, which adds its parser and sets ``func(args) -> int``."""
+"""`stargan-rt` command line. Each verb lives in its own module and exposes
+``register(subparsers)``, which adds its parser and sets ``func(args) -> int``. The runtime's
+verbs are under stargan_rt/commands/; other packages add theirs as entry points of the group
+``stargan_rt.commands`` (the training verbs: training/stargan_train/commands/), found at start."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+from importlib.metadata import entry_points
 
 from stargan_rt import __version__
 from stargan_rt.errors import UserError
@@ -18,10 +21,23 @@ COMMAND_MODULES = [
     "stargan_rt.commands.export",
     "stargan_rt.commands.build",
     "stargan_rt.commands.parity",
-    "stargan_rt.commands.train",
     "stargan_rt.commands.data",
-    "stargan_rt.commands.eval",
 ]
+# Entry-point group other packages register their verb modules in.
+PLUGIN_GROUP = "stargan_rt.commands"
+
+
+def command_modules() -> list:
+    """The verb modules: this package's, then the discovered ones (in name order). A discovered
+    verb whose package cannot be imported here (a device without the training stage) is left
+    out."""
+    modules = [importlib.import_module(name) for name in COMMAND_MODULES]
+    for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        try:
+            modules.append(entry.load())
+        except ImportError:
+            continue
+    return modules
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="StarGAN v1/v2 translation: import, train, build engines, stream live.")
     parser.add_argument("--version", action="version", version=f"stargan-rt {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
+    for module in command_modules():
+        module.register(subparsers)
     return parser
 
 

@@ -3,6 +3,7 @@ package, and the runtime path (backends, build, runtime, stream, the CLI's start
 torch. Checked by running code in a subprocess in which those packages cannot be imported."""
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "stargan_rt"
 
 BLOCK = """
 import sys
@@ -27,6 +29,17 @@ def run_blocked(code: str, blocked: set[str], timeout: float = 300) -> subproces
     script = textwrap.dedent(BLOCK.format(blocked=sorted(blocked))) + textwrap.dedent(code)
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)
+
+
+def test_the_package_source_never_imports_the_training_package():
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(name.split(".")[0] == "stargan_train" for name in names):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not offenders, offenders
 
 
 def test_runtime_modules_import_without_torch_or_the_training_package():
