@@ -21,6 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+from stargan_rt.bundle import set_config
+from stargan_rt.synth import HAAR_FRAMING
+
 DEMO_ATTRS = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Smiling", "Eyeglasses"]
 V2_DOMAINS = "black_hair,blond_hair,brown_hair"
 ASSETS = Path(__file__).resolve().parents[2] / "stargan_rt" / "assets" / "models"
@@ -86,6 +89,8 @@ def _train_demo(make_trainer, bundle_path: Path, name: str, discriminator: bool)
     summary = trainer.train()
     bundle = trainer.write_bundle(bundle_path, include_discriminator=discriminator, name=name,
                                   stopped_early=summary["stopped_early"])
+    # the synthetic faces' framing, so that live crops are framed like the training images
+    bundle = set_config(bundle.path, **HAAR_FRAMING)
     report = {**summary, "wall_s": round(time.time() - t0), "bundle": str(bundle.path)}
     print(json.dumps(report), flush=True)
     return report
