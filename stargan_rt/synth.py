@@ -721,7 +721,7 @@ def synthesize(out: str | os.PathLike, count: int = 2000, image_size: int = 64,
         raise UserError(f"{out}: cannot create the data set folders ({exc.strerror or exc})")
     rows: list[str] = []
     positives = dict.fromkeys(RENDERED_ATTRIBUTES, 0)
-    for done, ((rel, _), (index, vector, data)) in enumerate(
+    for done, ((rel, _), (_index, vector, data)) in enumerate(
             zip(plan, _rendered([job for _, job in plan], workers)), start=1):
         path = out / rel
         try:

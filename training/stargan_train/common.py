@@ -9,7 +9,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from stargan_rt.errors import UserError
+from stargan_rt.files import write_atomic
 
 CKPT_NAME = "checkpoint.pt"
 
@@ -141,29 +141,18 @@ def set_rng_state(state: dict) -> None:
 # Checkpoints
 
 def save_checkpoint(run_dir: Path, state: dict, name: str = CKPT_NAME) -> Path:
-    """Write ``state`` to run_dir/name atomically: temp file in the same folder, fsync,
-    os.replace. A failure (disk full, ...) removes the temp file, leaves the previous checkpoint
-    as it was, and raises a UserError saying so."""
-    run_dir = Path(run_dir)
-    target = run_dir / name
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=run_dir)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        _remove(tmp)
+    """Write ``state`` to run_dir/name atomically (``stargan_rt.files.write_atomic``). A failure
+    (disk full, ...) removes the temp file, leaves the previous checkpoint as it was, and raises
+    a UserError saying so."""
+    target = Path(run_dir) / name
+
+    def error(where: Path, exc: OSError) -> UserError:
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
         why = "the disk is full" if full else (exc.strerror or str(exc))
-        kept = "the previous checkpoint is intact" if target.exists() else "no checkpoint yet"
-        raise UserError(f"{target}: cannot save the checkpoint ({why}); {kept}. Free space "
-                        "(or choose another --out) and run again with --resume") from None
-    except BaseException:
-        _remove(tmp)
-        raise
-    return target
+        kept = "the previous checkpoint is intact" if where.exists() else "no checkpoint yet"
+        return UserError(f"{where}: cannot save the checkpoint ({why}); {kept}. Free space "
+                         "(or choose another --out) and run again with --resume")
+    return write_atomic(target, lambda tmp: torch.save(state, tmp), error)
 
 
 def remove_stale_temps(run_dir: Path) -> None:
@@ -343,9 +332,7 @@ def save_grid(path: Path, columns: list[torch.Tensor]) -> None:
     ok, data = cv2.imencode(".png", grid)
     if not ok:
         return
-    tmp = Path(path).with_suffix(".png.tmp")
-    data.tofile(str(tmp))
-    os.replace(tmp, path)
+    write_atomic(path, data.tobytes())
 
 
 def autocast(enabled: bool, device: str):

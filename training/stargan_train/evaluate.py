@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from stargan_rt.errors import UserError
+from stargan_rt.files import write_atomic
 from stargan_rt.imaging import IMAGE_SUFFIXES
 from stargan_rt.synth import read_recipe
 from stargan_train import fidelity
@@ -330,15 +331,11 @@ def cached_classifier(path, train: LabelledSet, epochs: int, seconds: float, see
             return model, info
         log(f"classifier: {path} was trained on other data or settings; retraining")
     model, info = train_classifier(train, epochs, seconds, seed, log)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
-                  metadata={"key": key, "info": json.dumps(info), "names": json.dumps(train.names)})
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"{path}: cannot save the classifier ({exc.strerror or exc})")
+    write_atomic(path, lambda tmp: save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
+        metadata={"key": key, "info": json.dumps(info), "names": json.dumps(train.names)}),
+        lambda where, exc: UserError(f"{where}: cannot save the classifier "
+                                     f"({exc.strerror or exc})"))
     return model, info
 
 
@@ -790,16 +787,9 @@ def _pct(v: float) -> str:
 
 
 def write_report(path: str | os.PathLike, report: dict) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(_finite(report), indent=2, default=_json_default,
-                                  allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"{path}: cannot write the report ({exc.strerror or exc})")
+    text = json.dumps(_finite(report), indent=2, default=_json_default, allow_nan=False) + "\n"
+    write_atomic(path, text, lambda where, exc: UserError(
+        f"{where}: cannot write the report ({exc.strerror or exc})"))
 
 
 def _finite(value):

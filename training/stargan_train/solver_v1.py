@@ -1,6 +1,6 @@
 """StarGAN v1 training: WGAN-GP + domain classification + cycle reconstruction.
 
-Losses (FACTS-stargan.md):
+Losses (the StarGAN v1 paper and its official code):
   D: -mean D_src(x) + mean D_src(G(x, c_trg)) + lambda_cls * cls(D_cls(x), c_org) + lambda_gp * GP
   G (every n_critic D steps): -lambda_adv * mean D_src(G(x, c_trg))
                               + lambda_rec * L1(x, G(G(x, c_trg), c_org))

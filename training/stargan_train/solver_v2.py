@@ -1,4 +1,4 @@
-"""StarGAN v2 training (FACTS-stargan.md).
+"""StarGAN v2 training (the losses of the StarGAN v2 paper and its official code).
 
 Per iteration: D step with a latent style (s = F(z, y_trg)), D step with a reference style
 (s = E(x_ref, y_trg)), G step with latent styles (updates G, F, E), G step with reference styles
