@@ -16,6 +16,8 @@ from stargan_rt.errors import UserError
 COMMAND_MODULES = [
     "stargan_rt.commands.info",
     "stargan_rt.commands.import_ckpt",
+    "stargan_rt.commands.pull",
+    "stargan_rt.commands.models",
     "stargan_rt.commands.translate",
     "stargan_rt.commands.webcam",
     "stargan_rt.commands.export",

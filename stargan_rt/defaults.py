@@ -19,9 +19,12 @@ def default_bundle_path(arch: str = DEFAULT_ARCH) -> Path:
 
 
 def resolve_model(model: str | None, arch: str = DEFAULT_ARCH) -> Path:
-    """--model value, or the demo bundle; `demo-v1` / `demo-v2` name the built-in ones."""
+    """The one rule for a --model value: none -> the demo bundle; `demo-v1` / `demo-v2` -> the
+    built-in ones; a bundle directory; or a model name pulled into the model home
+    (stargan_rt.catalogue.resolve_name, which explains unknown and not-yet-pulled names)."""
     if model is None:
         return default_bundle_path(arch)
     if model in ("demo-v1", "demo-v2"):
         return default_bundle_path(model[-2:])
-    return Path(model)
+    from stargan_rt.catalogue import resolve_name
+    return resolve_name(model)
