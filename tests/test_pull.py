@@ -488,3 +488,27 @@ def test_v2_celeba_hq_with_fan_and_landmark_mean(site, official, tmp_path, cli):
     assert (bundle.path / "celeba_lm_mean.npz").read_bytes() == official["npz"]
     assert m.source["licence"].startswith("CC BY-NC 4.0")
     assert any("hpf.filter" in note for note in m.source["notes"])
+
+
+# -- names in the other verbs -----------------------------------------------------------------
+@pytest.mark.parametrize("verb", ["translate", "export", "build", "parity", "webcam", "eval"])
+def test_every_verb_taking_a_model_takes_names(site, tmp_path, cli, verb):
+    image = tmp_path / "face.png"
+    image.write_bytes(b"")
+    extra = {"translate": [image, "--out", tmp_path / "o"], "export": ["--out", tmp_path / "o"],
+             "webcam": ["--headless", "--source", "sample"], "eval": ["--data", tmp_path]}
+    result = cli(verb, "--model", "celeba-256", *extra.get(verb, []))
+    _refused(result, 2, "'celeba-256'", "not installed", "stargan-rt pull celeba-256")
+
+
+def test_webcam_start_up_lines_for_demo_and_whole_frame_models(site, official, tmp_path, cli):
+    missing = tmp_path / "nope.mp4"
+    demo = cli("webcam", "--source", missing, "--headless")
+    _refused(demo, 2, "no such file")
+    assert demo.err.count("demo-v1 is a small demo trained for minutes on synthetic faces") == 1
+    assert "`stargan-rt pull celeba-128`, then --model celeba-128" in demo.err
+    assert cli("pull", "afhq").code == 0
+    afhq = cli("webcam", "--model", "afhq", "--source", missing, "--headless")
+    _refused(afhq, 2, "no such file")
+    assert "whole frame: this model was trained on subjects filling the picture" in afhq.err
+    assert "small demo" not in afhq.err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from stargan_rt.backends import PRECISIONS, TARGETS
+from stargan_rt.defaults import MODEL_HELP
 
 
 def register(subparsers) -> None:
@@ -13,8 +14,7 @@ def register(subparsers) -> None:
         description="Export the model's networks to ONNX, convert them to the precision graph "
                     "and build engines for the target; engines are cached by ONNX hash, "
                     "precision, target, runtime version and device.")
-    parser.add_argument("--model", help="bundle directory (default: the built-in demo-v1; "
-                                        "demo-v1 / demo-v2 name the built-in ones)")
+    parser.add_argument("--model", help=f"{MODEL_HELP}; default demo-v1")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="fp32, fp16 (OpenVINO: the CPU's native bf16 or f16) or int8 (Q/DQ)")
     parser.add_argument("--target", default="auto", choices=("auto",) + TARGETS,

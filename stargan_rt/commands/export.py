@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from stargan_rt.defaults import MODEL_HELP
 from stargan_rt.errors import UserError
 
 
@@ -13,8 +14,7 @@ def register(subparsers) -> None:
         description="Export every inference network of a bundle to ONNX (opset 17, dynamic batch, "
                     "frame I/O inside the graph), then optionally write fp16 / int8 versions and "
                     "AdaIN-fused versions for the TensorRT plugin.")
-    parser.add_argument("--model", help="bundle directory (default: the built-in demo model; "
-                        "demo-v1 / demo-v2 name the built-in ones)")
+    parser.add_argument("--model", help=f"{MODEL_HELP}; default demo-v1 (--arch v2: demo-v2)")
     parser.add_argument("--arch", choices=("v1", "v2"), default="v1",
                         help="which built-in demo model when --model is not given (default v1)")
     parser.add_argument("--out", help="output directory (default: ./<bundle name>-onnx)")

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from stargan_rt.backends import PRECISIONS, TARGETS
+from stargan_rt.defaults import MODEL_HELP
 from stargan_rt.parity import Thresholds
 
 
@@ -16,7 +17,7 @@ def register(subparsers) -> None:
                     "the PyTorch fp32 reference on the same face frames, and reports PSNR, SSIM "
                     "and max absolute error per engine and output. Exit status 1 when any "
                     "engine fails its threshold.")
-    parser.add_argument("--model", help="bundle directory (default: the built-in demo-v1)")
+    parser.add_argument("--model", help=f"{MODEL_HELP}; default demo-v1")
     parser.add_argument("--precision", nargs="+", choices=PRECISIONS, action="extend",
                         help="precisions to check (default: fp32 fp16 int8)")
     parser.add_argument("--target", nargs="+", choices=TARGETS, action="extend",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stargan_rt.defaults import MODEL_HELP
 from stargan_rt.errors import UserError
 
 
@@ -11,7 +12,7 @@ def register(subparsers) -> None:
         "translate", help="translate image files with the PyTorch reference model",
         description="Writes one PNG per input into --out, named after the input's stem.")
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files")
-    parser.add_argument("--model", help="bundle directory (default: built-in demo-v1)")
+    parser.add_argument("--model", help=f"{MODEL_HELP}; default demo-v1")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--domain", help="target domain / attribute (e.g. smile, Blond_Hair)")

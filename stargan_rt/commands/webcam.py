@@ -4,6 +4,8 @@ The options are declared here; the run itself is ``stargan_rt.stream.app`` (impo
 verb runs, so other verbs do not load OpenCV and the engines)."""
 from __future__ import annotations
 
+from stargan_rt.defaults import MODEL_HELP
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -12,7 +14,7 @@ def register(subparsers) -> None:
                     "back; show a window, record, serve a browser page. Keys in the window: "
                     "q quit, d/D domain, 1-9 domain, n new style, r face as style, o overlay, "
                     "s side-by-side, m mirror.")
-    p.add_argument("--model", help="model bundle (default: the built-in demo model)")
+    p.add_argument("--model", help=f"{MODEL_HELP}; default demo-v1")
     p.add_argument("--domain", help="target domain / attribute, e.g. smile (default: the first)")
     p.add_argument("--labels", help="v1: full target vector A=1,B=0,... instead of --domain")
     p.add_argument("--source", default="0",

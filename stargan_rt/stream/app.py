@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 from stargan_rt.bundle import Bundle
-from stargan_rt.defaults import resolve_model
+from stargan_rt.defaults import demo_hint, is_builtin_demo, resolve_model
 from stargan_rt.errors import UserError
 from stargan_rt.files import write_atomic
 from stargan_rt.imaging import read_image
@@ -58,7 +58,7 @@ def _check_options(args) -> None:
                 raise UserError(f"{option} {value}: the folder {folder} is not writable")
 
 
-def _check_model(args, model_path) -> None:
+def _check_model(args, model_path) -> Bundle:
     """A bad model, an unknown domain or options of the other architecture fail before any
     engine is built."""
     bundle = Bundle.open(model_path)
@@ -68,6 +68,22 @@ def _check_model(args, model_path) -> None:
         raise UserError("--seed/--ref/--psi apply to StarGAN v2 models; this is a v1 model")
     if args.labels and bundle.manifest.arch != "v1":
         raise UserError("--labels applies to StarGAN v1 models; v2 models take --domain")
+    return bundle
+
+
+def _whole_frame(args, manifest) -> bool:
+    """--no-face, or a model whose framing is the whole frame (AFHQ: subjects fill the picture)."""
+    return bool(args.no_face) or manifest.config.get("framing") == "whole"
+
+
+def _model_notes(args, model_path, manifest) -> None:
+    """Start-up lines, once: what a demo model does to real faces and the command for real
+    weights; whole-frame translation when the model's framing asks for it."""
+    if is_builtin_demo(model_path):
+        _log(demo_hint(manifest.arch))
+    if _whole_frame(args, manifest) and not args.no_face:
+        _log("whole frame: this model was trained on subjects filling the picture (its "
+             "framing: whole), so frames are translated without face detection")
 
 
 def _headless(args) -> bool:
@@ -87,7 +103,8 @@ def _face_stage(args, translator) -> FaceStage:
         config["crop_shift"] = args.crop_shift
     return FaceStage(translator.image_size, translator.arch, config, every=args.detect_every,
                      max_faces=args.max_faces, colour_match=not args.no_colour_match,
-                     no_face=args.no_face, align=not args.no_align)
+                     no_face=_whole_frame(args, translator.bundle.manifest),
+                     align=not args.no_align)
 
 
 def _reference_factory(model_path):
@@ -133,7 +150,7 @@ def run_webcam(args) -> int:
     serve = parse_serve(args.serve) if args.serve else None
     ref_bgr = read_image(args.ref) if args.ref else None
     model_path = resolve_model(args.model)
-    _check_model(args, model_path)
+    _model_notes(args, model_path, _check_model(args, model_path).manifest)
     headless = _headless(args)
 
     source = open_source(args.source, loop=args.loop, width=args.width, height=args.height,
@@ -162,7 +179,7 @@ def run_webcam(args) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: pipeline.stop("terminated (SIGTERM)"))
     _log(f"streaming {source.description} -> {pipeline.engine} {args.precision}, "
-         f"{'whole frame' if args.no_face else 'faces'}, "
+         f"{'whole frame' if _whole_frame(args, translator.bundle.manifest) else 'faces'}, "
          f"{'live: newest frame wins' if pipeline.lossy else 'every frame'}; Ctrl-C to stop")
     if serve and not source.live and not args.loop:
         _log("note: the page stops with the stream; add --loop to keep a file playing")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stargan_rt.defaults import MODEL_HELP
 from stargan_rt.errors import UserError
 
 
@@ -21,8 +22,7 @@ def register(subparsers) -> None:
                     "the target changed): PSNR, SSIM and background error next to the score of "
                     "returning the input unchanged. Prints a table; --report writes JSON; "
                     "--samples writes input | counterfactual | output grids.")
-    parser.add_argument("--model", help="bundle directory (default: built-in demo-v1; "
-                                        "--arch v2 for demo-v2)")
+    parser.add_argument("--model", help=f"{MODEL_HELP}; default demo-v1 (--arch v2: demo-v2)")
     parser.add_argument("--arch", choices=("v1", "v2"), default="v1",
                         help="which built-in demo model when --model is not given")
     parser.add_argument("--data", type=Path, required=True,
