@@ -35,6 +35,7 @@ from stargan_rt.errors import UserError
 CHUNK = 1 << 16
 MAX_MEMBER_BYTES = 4 << 30      # one unpacked archive member (official checkpoints: < 1 GB)
 MAX_ARCHIVE_BYTES = 8 << 30     # all unpacked members together
+MAX_DOWNLOAD_BYTES = 4 << 30    # one download whose size the catalogue does not record
 ZIP_MAGIC = b"PK\x03\x04"
 BACKOFF_SECONDS = 1.0           # the first retry's wait; doubled for each further retry
 
@@ -252,6 +253,11 @@ def _attempt(url: str, spec: FileSpec, part: Path, timeout: float, log: Callable
         if "text/html" in ctype.lower():
             _check_head(spec, response.read(512), url, html=True)
         total = offset + length if length is not None else spec.size
+        limit = spec.size if spec.size is not None else MAX_DOWNLOAD_BYTES
+        if total is not None and total > limit:
+            raise PayloadError(f"{url}: the server announces {total:,} bytes for {spec.name}, "
+                               f"more than the {_size(limit)} allowed; this is not the expected "
+                               "file (use another --from source)")
         if spec.size is not None and length is not None and offset + length != spec.size:
             raise PayloadError(f"{url}: the server announces {offset + length:,} bytes for "
                                f"{spec.name}, the catalogue says {spec.size:,}; this is not the "
@@ -270,6 +276,10 @@ def _attempt(url: str, spec: FileSpec, part: Path, timeout: float, log: Callable
                         break
                     if offset == 0 and received == 0:
                         _check_head(spec, block, url)
+                    if offset + received + len(block) > limit:
+                        raise PayloadError(f"{url}: {spec.name} goes on past {_size(limit)}; "
+                                           "this is not the expected file (use another --from "
+                                           "source)")
                     out.write(block)
                     received += len(block)
                     progress.update(offset + received)
@@ -404,7 +414,8 @@ class _Lock:
                 _flock(fd)
             except BlockingIOError:
                 try:
-                    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    holder = os.read(fd, 32).decode("ascii", "replace").strip()
                 finally:
                     os.close(fd)
                 raise UserError(f"another `stargan-rt pull {self.name}` is running on "
@@ -419,7 +430,8 @@ class _Lock:
                 break
             os.close(fd)
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, str(os.getpid()).encode())
         self.fd = fd
         return self
 
@@ -503,8 +515,9 @@ def pull(name: str, options: PullOptions, log: Callable = print) -> PullResult:
             return PullResult(target, already=True)
         downloads = home / ".downloads" / name
         staging = home / f".{name}.pull-{os.getpid()}"
+        for stale in home.glob(f".{name}.pull-*"):  # a killed pull's; we hold the lock
+            shutil.rmtree(stale, ignore_errors=True)
         try:
-            shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
             (staging / "files").mkdir()
         except OSError as exc:

@@ -512,3 +512,13 @@ def test_webcam_start_up_lines_for_demo_and_whole_frame_models(site, official, t
     _refused(afhq, 2, "no such file")
     assert "whole frame: this model was trained on subjects filling the picture" in afhq.err
     assert "small demo" not in afhq.err
+
+
+def test_endless_body_is_cut_at_the_catalogue_size_and_stale_staging_goes(site, official, cli,
+                                                                           monkeypatch):
+    stale = site.home / ".celeba-128.pull-999999"
+    (stale / "files").mkdir(parents=True)
+    monkeypatch.setattr(pull_module, "MAX_DOWNLOAD_BYTES", 1 << 20)
+    site.fault(V1_URL, {"body": official["v1_zip"] + b"\0" * (2 << 20), "always": True})
+    _refused(cli("pull", "celeba-128"), 2, "more than the 1.0 MB allowed", home=site.home)
+    assert not stale.exists()
