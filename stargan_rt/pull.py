@@ -328,7 +328,8 @@ def download(urls: list[str], spec: FileSpec, part: Path, options: PullOptions,
     if transient:
         kept = part.stat().st_size if part.exists() else 0
         keep = (f"; {_size(kept)} kept in {part}: run the same command again to resume"
-                if kept else "; run the same command again to retry")
+                if kept else "; run the same command again to retry (without internet access: "
+                "copy the files and use --from DIR)")
         tries = f"{options.retries + 1} {'try' if options.retries == 0 else 'tries'}"
         raise NetworkError(f"download of {spec.name} failed after {tries} per source "
                            f"({detail}){keep}")
