@@ -38,9 +38,10 @@ def _randomise(module, seed):
     return module
 
 
-def _saved(obj) -> bytes:
+def _saved(obj, legacy: bool = False) -> bytes:
+    """torch.save bytes; ``legacy``: the pre-1.6 pickle format of the 2018-2020 releases."""
     buf = io.BytesIO()
-    torch.save(obj, buf)
+    torch.save(obj, buf, _use_new_zipfile_serialization=not legacy)
     return buf.getvalue()
 
 
@@ -64,11 +65,10 @@ def official():
                                      dim_in=16), 3)
         state = gen.state_dict()
         state.pop("hpf.filter", None)  # as the released CelebA-HQ file
-        v2[name] = _saved({"generator": state,
-                           "mapping_network": _randomise(MappingNetwork(8, 16, domains, 32),
-                                                         4).state_dict(),
-                           "style_encoder": _randomise(StyleEncoder(64, 16, domains, 64, 16),
-                                                       5).state_dict()})
+        nets = {"generator": state,
+                "mapping_network": _randomise(MappingNetwork(8, 16, domains, 32), 4).state_dict(),
+                "style_encoder": _randomise(StyleEncoder(64, 16, domains, 64, 16), 5).state_dict()}
+        v2[name] = _saved(nets, legacy=name == "afhq")
     npz = io.BytesIO()
     np.savez(npz, mean=np.zeros((98, 2), np.float32))
     return {"v1_zip": _zip({"200000-G.ckpt": g_ckpt, "200000-D.ckpt": d_ckpt}),
@@ -469,6 +469,7 @@ def test_from_a_mirror_url_and_v2_afhq(site, official, cli):
     bundle = Bundle.open(site.home / "afhq")
     assert bundle.manifest.domain_names == ["cat", "dog", "wild"]
     assert bundle.manifest.config["w_hpf"] == 0 and bundle.manifest.config["framing"] == "whole"
+    assert official["afhq"][:1] == b"\x80"  # the legacy format passes the payload check
     missing = cli("pull", "celeba-128", "--from", site.base + "/nothing-here")
     _refused(missing, 2, "no source worked", "HTTP 404")
 
