@@ -199,7 +199,7 @@ def _content_range_start(value: str | None) -> int | None:
     return None
 
 
-class _Retry(Exception):
+class _RetryableError(Exception):
     """A transient failure of one attempt."""
 
 
@@ -225,16 +225,16 @@ def _attempt(url: str, spec: FileSpec, part: Path, timeout: float, log: Callable
             if total is None or total == offset:
                 return  # the .part already holds the whole file
             part.unlink()
-            raise _Retry(f"the server's size changed ({total:,} bytes); starting over")
+            raise _RetryableError(f"the server's size changed ({total:,} bytes); starting over")
         exc.close()
         if code in (408, 425, 429) or code >= 500:
-            raise _Retry(f"HTTP {code} {exc.reason}")
+            raise _RetryableError(f"HTTP {code} {exc.reason}")
         raise PayloadError(f"{url}: the server answered HTTP {code} {exc.reason} for {spec.name}; "
                            "the link is dead or moved: use a mirror with --from URL, or copy the "
                            "file from another machine and use --from DIR")
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise _Retry(f"cannot connect ({reason})")
+        raise _RetryableError(f"cannot connect ({reason})")
     with response:
         status = response.status
         ctype = response.headers.get("Content-Type", "")
@@ -245,7 +245,7 @@ def _attempt(url: str, spec: FileSpec, part: Path, timeout: float, log: Callable
             if start != offset:
                 log(f"  the server resumed at byte {start}, not {offset}; starting over")
                 part.unlink(missing_ok=True)
-                raise _Retry("resume offset mismatch")
+                raise _RetryableError("resume offset mismatch")
         elif offset:
             log(f"  the server ignored the resume request (HTTP {status}); downloading "
                 f"{spec.name} from the start")
@@ -270,7 +270,7 @@ def _attempt(url: str, spec: FileSpec, part: Path, timeout: float, log: Callable
                     try:
                         block = response.read(CHUNK)
                     except (http.client.IncompleteRead, OSError, http.client.HTTPException) as exc:
-                        raise _Retry(f"connection dropped after {offset + received:,} bytes "
+                        raise _RetryableError(f"connection dropped after {offset + received:,} bytes "
                                      f"({type(exc).__name__})")
                     if not block:
                         break
@@ -291,7 +291,7 @@ def _attempt(url: str, spec: FileSpec, part: Path, timeout: float, log: Callable
         finally:
             progress.finish()
         if length is not None and received < length:
-            raise _Retry(f"connection closed after {offset + received:,} of "
+            raise _RetryableError(f"connection closed after {offset + received:,} of "
                          f"{offset + length:,} bytes")
 
 
@@ -312,7 +312,7 @@ def download(urls: list[str], spec: FileSpec, part: Path, options: PullOptions,
             try:
                 _attempt(url, spec, part, options.timeout, log)
                 return url
-            except _Retry as exc:
+            except _RetryableError as exc:
                 reason = str(exc)
                 if attempt < options.retries:
                     log(f"  {reason}; retrying in {delay:g} s")
