@@ -234,6 +234,8 @@ def _attempt(url: str, spec: FileSpec, part: Path, timeout: float, log: Callable
                            "file from another machine and use --from DIR")
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+            raise _RetryableError(f"no answer within {timeout:g} s (--timeout)")
         raise _RetryableError(f"cannot connect ({reason})")
     with response:
         status = response.status

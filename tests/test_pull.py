@@ -122,8 +122,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body) if length is None else length))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (time-out tests)
+            self.close_connection = True
+            return
         if length is not None and length > len(body):
             self.close_connection = True
 
@@ -523,3 +527,22 @@ def test_endless_body_is_cut_at_the_catalogue_size_and_stale_staging_goes(site, 
     site.fault(V1_URL, {"body": official["v1_zip"] + b"\0" * (2 << 20), "always": True})
     _refused(cli("pull", "celeba-128"), 2, "more than the 1.0 MB allowed", home=site.home)
     assert not stale.exists()
+
+
+def test_second_url_of_an_entry_is_a_mirror(site, official, cli):
+    entry = site.data["models"]["celeba-128"]["files"][0]
+    entry["urls"] = [site.base + "/dead/" + V1_ZIP, site.base + "/mirror/" + V1_ZIP]
+    site.catalogue.write_text(json.dumps(site.data))
+    result = cli("pull", "celeba-128")
+    assert result.code == 0, result
+    m = Bundle.open(site.home / "celeba-128").manifest
+    assert m.source["downloads"][0]["url"] == site.base + "/mirror/" + V1_ZIP
+
+
+def test_server_that_does_not_answer_times_out(site, cli):
+    site.fault(V1_URL, {"delay": 2.0})
+    started = time.monotonic()
+    result = cli("pull", "celeba-128", "--timeout", "0.3", "--retries", "0")
+    _refused(result, 1, "no answer within 0.3 s", "run the same command again", home=site.home)
+    assert time.monotonic() - started < 2.0
+    _refused(cli("pull", "celeba-128", "--timeout", "0"), 2, "--timeout must be")
