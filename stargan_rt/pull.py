@@ -272,8 +272,8 @@ def _attempt(url: str, spec: FileSpec, part: Path, timeout: float, log: Callable
                     try:
                         block = response.read(CHUNK)
                     except (http.client.IncompleteRead, OSError, http.client.HTTPException) as exc:
-                        raise _RetryableError(f"connection dropped after {offset + received:,} bytes "
-                                     f"({type(exc).__name__})")
+                        raise _RetryableError(f"connection dropped after {offset + received:,} "
+                                              f"bytes ({type(exc).__name__})")
                     if not block:
                         break
                     if offset == 0 and received == 0:
@@ -294,7 +294,7 @@ def _attempt(url: str, spec: FileSpec, part: Path, timeout: float, log: Callable
             progress.finish()
         if length is not None and received < length:
             raise _RetryableError(f"connection closed after {offset + received:,} of "
-                         f"{offset + length:,} bytes")
+                                  f"{offset + length:,} bytes")
 
 
 def download(urls: list[str], spec: FileSpec, part: Path, options: PullOptions,
