@@ -527,16 +527,15 @@ def pull(name: str, options: PullOptions, log: Callable = print) -> PullResult:
             raise _disk_error(exc, staging)
         try:
             result = _pull_into(entry, options, folder, downloads, staging, log)
-        except BaseException:
+            shutil.rmtree(downloads, ignore_errors=True)
+            return result
+        finally:
             shutil.rmtree(staging, ignore_errors=True)
-            raise
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(downloads, ignore_errors=True)
-        try:
-            (home / ".downloads").rmdir()
-        except OSError:
-            pass  # other models' partial downloads are still there
-        return result
+            for folder_left in (downloads, downloads.parent):
+                try:
+                    folder_left.rmdir()  # only when empty: a resumable .part stays
+                except OSError:
+                    pass
 
 
 def _pull_into(entry: Entry, options: PullOptions, folder: Path | None, downloads: Path,

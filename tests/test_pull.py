@@ -180,7 +180,8 @@ def _leftovers(home: Path) -> list[str]:
     found = []
     for path in home.rglob("*"):
         rel = path.relative_to(home)
-        if rel.parts[0] == ".downloads" and (path.is_dir() or path.suffix == ".part"):
+        if rel.parts[0] == ".downloads" and (path.suffix == ".part" or (
+                path.is_dir() and any(p.suffix == ".part" for p in path.rglob("*")))):
             continue
         if not rel.parts[0].startswith(".") and (home / rel.parts[0] / "manifest.json").is_file():
             continue
