@@ -145,11 +145,20 @@ def prepare_graphs(bundle: Bundle, target: str, precision: str, cache: EngineCac
         if choice.precision == "fp32" and not choice.fuse_adain:
             paths[net] = fp32[net]
             continue
+        form, ext = "", ".onnx"
+        if choice.precision == "int8" and not choice.fuse_adain:
+            # each target's own int8 form (export/int8_targets.py): qdq, nncf or u8s8
+            from stargan_rt.export.int8_targets import FORMS, int8_form
+
+            form = int8_form(target)
+            ext = FORMS[form]
         suffix = choice.precision if choice.precision != "int8" else f"int8-{_calib_id(calib)}"
-        path = folder / f"{net}.{io}.{suffix}{'.fused' if choice.fuse_adain else ''}.onnx"
+        if form and form != "qdq":
+            suffix += f"-{form}"
+        path = folder / f"{net}.{io}.{suffix}{'.fused' if choice.fuse_adain else ''}{ext}"
         if not path.is_file():
             _convert(fp32[net], path, choice.precision, choice.fuse_adain, calib, bundle, target,
-                     log)
+                     log, form)
         paths[net] = path
     return GraphSet(paths, notes)
 
@@ -182,7 +191,7 @@ def _torch_available() -> bool:
 
 
 def _convert(source: Path, out: Path, precision: str, fuse: bool, calib, bundle: Bundle,
-             target: str, log: Log) -> None:
+             target: str, log: Log, form: str = "") -> None:
     try:
         from stargan_rt.export.calibration import load_calibration_frames
         from stargan_rt.export.precision import prepare_graph
@@ -193,6 +202,13 @@ def _convert(source: Path, out: Path, precision: str, fuse: bool, calib, bundle:
     if precision == "int8":
         frames = load_calibration_frames(calib, bundle.manifest.image_size)
         log(f"calibrating int8 on {len(frames)} frames from {calib or 'the built-in demo data'}")
+        if form and form != "qdq":
+            from stargan_rt.export.int8_targets import convert_int8
+
+            info = convert_int8(target, form, source, out, frames, log)
+            log(f"{target} int8 ({form}): {info.get('quantized_convs')} convs int8, check "
+                f"{info.get('check_psnr_db')} dB against fp32")
+            return
     _, fused = prepare_graph(source, out, precision, fuse=fuse, calib_frames=frames)
     if fuse:
         log(f"{target}: fused {fused} AdaIN blocks into plugin nodes -> {out.name}")

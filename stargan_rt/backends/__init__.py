@@ -7,6 +7,7 @@ and build time.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,11 @@ class BuildInfo:
 
 def engine_key(target: str, onnx_path: Path, precision: str) -> EngineKey:
     backend = get_backend(target)
-    return EngineKey(onnx_sha256=sha256_file(onnx_path), precision=precision, target=target,
+    digest = sha256_file(onnx_path)
+    weights = Path(onnx_path).with_suffix(".bin")
+    if Path(onnx_path).suffix == ".xml" and weights.is_file():  # an OpenVINO IR (NNCF's int8)
+        digest = hashlib.sha256((digest + sha256_file(weights)).encode()).hexdigest()
+    return EngineKey(onnx_sha256=digest, precision=precision, target=target,
                      runtime_version=backend.runtime_version(), device=backend.device_name(),
                      options=backend.build_options(precision))
 

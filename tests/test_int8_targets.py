@@ -1,0 +1,99 @@
+"""Each target's own int8 graph: NNCF's IR for OpenVINO, ONNX Runtime's U8S8 QDQ for ONNX Runtime,
+the symmetric Q/DQ ONNX (TensorRT's form) otherwise; all within the int8 accuracy guard."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import onnx
+import pytest
+
+from engine_bundles import SIZE, tiny_v1
+
+HAVE_NNCF = importlib.util.find_spec("nncf") is not None
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("int8-targets")
+    return tiny_v1(root / "v1", discriminator=False), root / "cache"
+
+
+def _translator(bundle, cache, target, precision):
+    from stargan_rt.runtime import Translator
+
+    t = Translator.create(str(bundle), target=target, precision=precision, cache_dir=cache,
+                          log=lambda m: None)
+    t.set_labels([1, 0, 0])
+    return t
+
+
+def _psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def test_onnxruntime_int8_is_u8s8_with_quantized_conv_outputs(built):
+    from stargan_rt.export.calibration import synthetic_faces
+
+    bundle, cache = built
+    int8 = _translator(bundle, cache, "onnxruntime", "int8")
+    fp32 = _translator(bundle, cache, "onnxruntime", "fp32")
+    graph = next(cache.rglob("generator.uint8.int8-demo-u8s8.onnx"))
+    model = onnx.load(str(graph))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    zero_points = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    fused = 0
+    for conv in (n for n in model.graph.node if n.op_type == "Conv"):
+        dq = producer.get(conv.input[0])
+        outs = consumers.get(conv.output[0], [])
+        if dq is not None and dq.op_type == "DequantizeLinear" and outs and all(
+                o.op_type == "QuantizeLinear" for o in outs):
+            assert zero_points[dq.input[2]].dtype == np.uint8  # asymmetric uint8 activations
+            fused += 1
+    assert fused >= 3, "convolutions between DQ and Q (fused into QLinearConv by ONNX Runtime)"
+    faces = synthetic_faces(SIZE, 8, seed=3)
+    assert _psnr(int8(faces), fp32(faces)) >= 30
+
+
+@pytest.mark.skipif(not HAVE_NNCF, reason="nncf is not installed (pip install nncf)")
+def test_openvino_int8_is_quantized_by_nncf(built):
+    from stargan_rt.export.calibration import synthetic_faces
+
+    bundle, cache = built
+    int8 = _translator(bundle, cache, "openvino", "int8")
+    fp32 = _translator(bundle, cache, "openvino", "fp32")
+    xml = next(cache.rglob("generator.uint8.int8-demo-nncf.xml"))
+    assert xml.with_suffix(".bin").is_file()
+    assert "FakeQuantize" in xml.read_text()
+    faces = synthetic_faces(SIZE, 8, seed=3)
+    assert _psnr(int8(faces), fp32(faces)) >= 30
+
+
+def test_int8_forms():
+    from stargan_rt.export.int8_targets import int8_form
+
+    assert int8_form("tensorrt") == "qdq"
+    assert int8_form("onnxruntime") == "u8s8"
+    assert int8_form("openvino") == ("nncf" if HAVE_NNCF else "qdq")
+
+
+def test_hidden_torch_marks_torch_absent_and_restores_it():
+    import sys
+
+    from stargan_rt.export import int8_targets
+
+    saved = sys.modules.pop("torch", None)
+    try:
+        with int8_targets.hidden_torch():
+            assert importlib.util.find_spec("torch") is None
+            with pytest.raises(ImportError):
+                import torch  # noqa: F401
+        assert "torch" not in sys.modules
+    finally:
+        if saved is not None:
+            sys.modules["torch"] = saved
