@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "stargan_rt.commands.build",
     "stargan_rt.commands.parity",
     "stargan_rt.commands.data",
+    "stargan_rt.commands.bench",
 ]
 # Entry-point group other packages register their verb modules in.
 PLUGIN_GROUP = "stargan_rt.commands"
