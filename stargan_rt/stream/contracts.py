@@ -105,6 +105,11 @@ class StreamOptions:
     side_by_side: bool = False          # initial view toggles
     mirror: bool = False
     overlay: bool = True
+    # Thread budget: the engine's runtime keeps every core for inference; OpenCV's detection,
+    # tracking and paste-back run on this many threads beside it (None: OpenCV's own default, a
+    # worker per core, which made its stages and the engine fight for the same cores; measured
+    # with `stargan-rt bench --pipeline --opencv-threads 1,default`).
+    opencv_threads: int | None = 1
 
 
 @dataclass

@@ -137,6 +137,7 @@ class Pipeline:
         self._parity_thread: threading.Thread | None = None
         self.started_at = time.time()
         self.duration = 0.0
+        self._opencv_threads = cv2.getNumThreads()
         self.target.apply_to(self.translator)
 
     # -- control (any thread) ------------------------------------------------------------------
@@ -321,6 +322,9 @@ class Pipeline:
         if self.live_parity is not None and self.options.reference_factory is not None:
             self._parity_thread = self._guard("parity", self._parity, None)
         t_start = time.perf_counter()
+        self._opencv_threads = cv2.getNumThreads()
+        if self.options.opencv_threads is not None:
+            cv2.setNumThreads(self.options.opencv_threads)
         try:
             for sink in self.sinks:
                 sink.open(self)
@@ -380,6 +384,7 @@ class Pipeline:
             except Exception:  # noqa: BLE001
                 pass
         finally:
+            cv2.setNumThreads(self._opencv_threads)
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
 
