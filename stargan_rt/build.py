@@ -89,6 +89,13 @@ def build(request: BuildRequest, log: Log = print) -> BuildResult:
     cache = EngineCache(request.cache_dir)
     graphs = prepare_graphs(bundle, target, request.precision, cache, request.io, request.calib,
                             request.networks, log)
+    if target == "onnxruntime" and request.precision == "fp16":
+        from stargan_rt.backends.onnxruntime import providers
+
+        if providers() == ["CPUExecutionProvider"]:
+            # precision is never picked for the user (fp32 is the default); say what bench saw
+            graphs.notes.append("onnxruntime fp16 on the CPU provider runs no faster than fp32 "
+                                "(`stargan-rt bench`); use fp32 or int8 there, or openvino")
     for note in graphs.notes:
         log(note)
     engines: dict[str, Engine] = {}

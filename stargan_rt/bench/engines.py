@@ -174,7 +174,7 @@ def peer_rows(bundle_path: Path, fp32: dict, fp32_graphs: dict[str, Path], frame
     graph the project exported, calibrated on the same frames."""
     import onnx
 
-    from stargan_rt.export.precision import calibration_feeds
+    from stargan_rt.export.calibration import calibration_feeds
     from stargan_rt.runtime import Translator
 
     rows = []

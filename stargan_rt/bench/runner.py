@@ -80,19 +80,20 @@ def _stats(ms: list[float], batch: int) -> dict:
 def bench_model(spec: str, bundle_path: Path, *, batches=(1, 4), rounds: int = 20,
                 targets: list[str] | None = None, precisions=PROJECT_PRECISIONS,
                 repeat: int = 2, peers: bool = True, torch_compile: bool = False, calib=None,
-                cache_dir: Path | None = None, log=print) -> dict:
+                cache_dir: Path | None = None, workdir: Path | None = None,
+                log=print) -> dict:
     """All rows for one model, timed side by side. Returns the model's JSON section."""
     from stargan_rt.backends.cache import EngineCache
     from stargan_rt.bundle import Bundle
     from stargan_rt.export.calibration import load_calibration_frames, synthetic_faces
-    from stargan_rt.runtime import networks_for, prepare_graphs
+    from stargan_rt.build import networks_for, prepare_graphs
 
     bundle = Bundle.open(bundle_path)
     manifest = bundle.manifest
     size = manifest.image_size
     targets = [t for t in (targets or available_targets()) if t != "tensorrt" or
                t in available_targets()]
-    work = Path(tempfile.mkdtemp(prefix="stargan-rt-bench-"))
+    work = Path(tempfile.mkdtemp(prefix=f"{spec.replace('/', '_')[-40:]}-", dir=workdir))
     cache_dir = Path(cache_dir) if cache_dir else work / "cache"
     log(f"{spec}: {manifest.arch} {size} px; exporting the fp32 graphs")
     start = time.perf_counter()
@@ -196,7 +197,7 @@ def run_bench(models: list[str], *, workdir: Path, log=print, ceiling_size: int 
     result["ceilings_start"] = ceilings_mod.measure(ceiling_size, ceiling_seconds)
     for spec in models:
         path = resolve(spec, workdir)
-        result["models"].append(bench_model(spec, path, log=log, **kwargs))
+        result["models"].append(bench_model(spec, path, log=log, workdir=workdir, **kwargs))
     result["ceilings_end"] = ceilings_mod.measure(ceiling_size, ceiling_seconds)
     # the higher of the two measurements: a ceiling is what the machine can do
     ceilings = {}

@@ -67,32 +67,38 @@ def _list(text: str, name: str, cast=str) -> list:
 
 
 def run(args) -> int:
-    from stargan_rt.bench import report, runner
-    from stargan_rt.bench.models import DEFAULT_MODELS
+    from stargan_rt.bench import report
 
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     batches = _list(args.batch, "batch", int)
     if any(b < 1 for b in batches) or args.rounds < 1:
         raise UserError("--batch values and --rounds must be >= 1")
     out = Path(args.out)
-    workdir = Path(tempfile.mkdtemp(prefix="stargan-rt-bench-models-"))
-    if args.pipeline:
-        result = _pipeline(args, workdir, log)
-    else:
-        models = args.model or list(DEFAULT_MODELS)
-        targets = _list(args.targets, "targets") if args.targets else None
-        result = runner.run_bench(
-            models, workdir=workdir, log=log, ceiling_size=args.ceiling_size,
-            ceiling_seconds=args.ceiling_seconds, batches=batches,
-            rounds=args.rounds, targets=targets,
-            precisions=_list(args.precisions, "precisions"), peers=not args.no_peers,
-            torch_compile=args.torch_compile, calib=args.calib,
-            cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+    with tempfile.TemporaryDirectory(prefix="stargan-rt-bench-") as tmp:
+        result = _measure(args, Path(tmp), batches, log)
     paths = report.write_all(result, out)
     print(report.markdown(result))
     for name, path in paths.items():
         log(f"{name}: {path}")
     return 0
+
+
+def _measure(args, workdir: Path, batches: list[int], log) -> dict:
+    """Models, engines, caches and videos live in ``workdir`` (removed afterwards) unless
+    --cache-dir keeps the engines."""
+    from stargan_rt.bench import runner
+    from stargan_rt.bench.models import DEFAULT_MODELS
+
+    if args.pipeline:
+        return _pipeline(args, workdir, log)
+    models = args.model or list(DEFAULT_MODELS)
+    targets = _list(args.targets, "targets") if args.targets else None
+    return runner.run_bench(
+        models, workdir=workdir, log=log, ceiling_size=args.ceiling_size,
+        ceiling_seconds=args.ceiling_seconds, batches=batches, rounds=args.rounds,
+        targets=targets, precisions=_list(args.precisions, "precisions"),
+        peers=not args.no_peers, torch_compile=args.torch_compile, calib=args.calib,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None)
 
 
 def _pipeline(args, workdir: Path, log) -> dict:
