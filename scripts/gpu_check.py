@@ -97,7 +97,7 @@ class Plan:
             self.v2_train_size, self.v2_train_count, self.v2_iters = 32, 24, 2
             self.eval_images, self.classifier_seconds = 8, 2.0
             self.synth_workers = 1
-            self.kernel_random_cases = 4
+            self.kernel_random_cases = 24  # the same shape list as a GPU run
             self.timing_batches = (1,)
         else:
             self.v1_size, self.v1_widths = 128, dict(conv_dim=64, repeat_num=6, d_conv_dim=64,
