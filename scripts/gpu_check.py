@@ -722,48 +722,45 @@ def timing_shapes(batches) -> list[tuple]:
     return shapes
 
 
-def step_kernel_timing(ctx) -> dict:
+def time_shape(timer, shape: tuple, dtype: str, library: AdainLibrary | None,
+               device: str) -> dict:
+    """One timing row: the kernel (when ``library`` is given), a copy of the same bytes and
+    PyTorch's decomposed op, on fresh buffers of ``shape``."""
     import torch
 
+    tdtype = torch.float32 if dtype == "f32" else torch.float16
+    x = torch.randn(shape, device=device, dtype=tdtype)
+    g = (0.3 * torch.randn(shape[:2], device=device)).to(tdtype)
+    b = (0.3 * torch.randn(shape[:2], device=device)).to(tdtype)
+    y = torch.empty_like(x)
+    n, c, h, w = shape
+
+    def kernel():
+        err = library.forward(dtype, x.data_ptr(), g.data_ptr(), b.data_ptr(), y.data_ptr(),
+                              n, c, h * w, True, torch.cuda.current_stream().cuda_stream)
+        if err != 0:
+            raise RuntimeError(f"kernel launch returned CUDA error {err}")
+
+    kernel_us, method = timer(kernel) if library is not None else (None, None)
+    copy_us, copy_method = timer(lambda: y.copy_(x))
+    torch_us, _ = timer(lambda: torch_decomposed(x, g, b))
+    return timing_row(shape, dtype, kernel_us, copy_us, torch_us, method or copy_method)
+
+
+def step_kernel_timing(ctx) -> dict:
     shapes = timing_shapes(ctx.plan.timing_batches)
-    rows = []
+    library = load_library(ctx)
     if ctx.plan.dry:
-        timer = CpuTimer(reps=2)
-        library = load_library(ctx)
-        for shape in shapes[:3]:
-            x = torch.randn(shape)
-            g, b = torch.randn(shape[:2]) * 0.3, torch.randn(shape[:2]) * 0.3
-            y = torch.empty_like(x)
-            copy_us, _ = timer(lambda: y.copy_(x))
-            torch_us, method = timer(lambda: torch_decomposed(x, g, b))
-            rows.append(timing_row(shape, "f32", None, copy_us, torch_us, method))
+        rows = [time_shape(CpuTimer(reps=2), shape, "f32", None, "cpu") for shape in shapes[:3]]
         return {"status": "dry-run",
                 "summary": f"{len(shapes)} v2 decoder shapes (batches {ctx.plan.timing_batches}); "
                            f"copy and PyTorch's decomposed op timed on the CPU for the first "
                            f"{len(rows)} (table format only); kernel not run (no GPU; library "
                            f"{library.path.name} loaded)",
                 "shapes": [list(s) for s in shapes], "rows": rows, "tables": [timing_table(rows)]}
-    library = load_library(ctx)
     timer = CudaTimer()
-    for shape in shapes:
-        for dtype, tdtype in (("f32", torch.float32), ("f16", torch.float16)):
-            x = torch.randn(shape, device="cuda", dtype=tdtype)
-            g = (0.3 * torch.randn(shape[:2], device="cuda")).to(tdtype)
-            b = (0.3 * torch.randn(shape[:2], device="cuda")).to(tdtype)
-            y = torch.empty_like(x)
-            n, c, h, w = shape
-
-            def kernel():
-                err = library.forward(dtype, x.data_ptr(), g.data_ptr(), b.data_ptr(),
-                                      y.data_ptr(), n, c, h * w, True,
-                                      torch.cuda.current_stream().cuda_stream)
-                if err != 0:
-                    raise RuntimeError(f"kernel launch returned CUDA error {err}")
-
-            kernel_us, method = timer(kernel)
-            copy_us, _ = timer(lambda: y.copy_(x))
-            torch_us, _ = timer(lambda: torch_decomposed(x, g, b))
-            rows.append(timing_row(shape, dtype, kernel_us, copy_us, torch_us, method))
+    rows = [time_shape(timer, shape, dtype, library, "cuda")
+            for shape in shapes for dtype in ("f32", "f16")]
     met = sum(bool(r["goals_met"]) for r in rows)
     return {"status": "pass",
             "summary": f"{len(rows)} timings ({len(shapes)} v2 decoder shapes x f32/f16); both "

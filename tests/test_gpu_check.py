@@ -279,7 +279,7 @@ def test_gpu_commands_parse_with_the_current_cli(tmp_path):
                                   tmp_path / "e.json", plan))
     assert (args.max_images, args.classifier_seconds, args.report) == (200, 60.0,
                                                                        tmp_path / "e.json")
-    for name, cmd in gc.tensorrt_commands(tmp_path / "m", tmp_path / "c", tmp_path / "p.json"):
+    for _name, cmd in gc.tensorrt_commands(tmp_path / "m", tmp_path / "c", tmp_path / "p.json"):
         args = _parse(cmd)
         assert "tensorrt" in (args.target if isinstance(args.target, list) else [args.target])
 
