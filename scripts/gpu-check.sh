@@ -55,9 +55,12 @@ if ! "$py" -c "import cv2, safetensors" 2>/dev/null; then
     wheels="${GPU_CHECK_WHEELS:-$WHEELS_DEFAULT}"
     if compgen -G "$wheels/*.whl" >/dev/null; then
         echo "installing OpenCV / safetensors from $wheels into $out/pydeps (no network)"
-        "$py" -m pip install -q --no-index --no-deps --find-links "$wheels" \
-            --target "$out/pydeps" opencv-python-headless safetensors
-        export PYTHONPATH="$PYTHONPATH:$out/pydeps"
+        if "$py" -m pip install -q --no-index --no-deps --find-links "$wheels" \
+                --target "$out/pydeps" opencv-python-headless safetensors; then
+            export PYTHONPATH="$PYTHONPATH:$out/pydeps"
+        else
+            echo "warning: installing the wheels failed; the steps that need them will fail" >&2
+        fi
     else
         echo "warning: $py lacks cv2 or safetensors and no wheels are in $wheels:" \
              "the training, eval and translator steps will fail" \
