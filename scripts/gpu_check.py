@@ -614,7 +614,8 @@ def step_kernel_check(ctx) -> dict:
         native = run_command([ctx.build_dir / "adain_check", 2, 256, 64, 64],
                              ctx.out / "logs" / "adain_check.log", timeout=60)
     worst = {d: max(r["relative_error"] for r in rows if r["dtype"] == d) for d in ("f32", "f16")}
-    return {"status": "pass" if probe_ok and not failures else "fail",
+    native_ok = native is None or native["rc"] == 0
+    return {"status": "pass" if probe_ok and not failures and native_ok else "fail",
             "summary": f"{len(rows) - len(failures)}/{len(rows)} cases within tolerance "
                        f"({len(shapes)} shapes x f32/f16); worst relative error f32 "
                        f"{worst['f32']:.3g} (< {F32_TOLERANCE}), f16 {worst['f16']:.3g} "
