@@ -111,6 +111,7 @@ def test_dry_run_translates_trains_and_copies_the_eval_report(dry_run):
     # eval's whole JSON report, whatever sections it has
     assert v1["eval"] == json.loads((out / "eval-v1.json").read_text())
     assert "mean_target_accuracy" in v1["eval"]
+    assert "fidelity" in v1["eval"]   # synthetic held-out faces: the true counterfactuals
     assert (out / "runs" / "v1" / "bundle" / "manifest.json").is_file()
 
 
