@@ -276,8 +276,34 @@ def run_command(cmd: list, log: Path, timeout: float, env: dict | None = None) -
             "timed_out": timed_out, "log": str(log), "tail": "\n".join(tail)}
 
 
+# The training verbs are entry points of the installed package; a checkout that is only on
+# PYTHONPATH (the GPU machine) has no entry points, so this script adds them itself.
+TRAINING_VERBS = ("stargan_train.commands.train", "stargan_train.commands.eval")
+
+
+def with_training_verbs():
+    """stargan_rt.cli, its verb list completed with the training verbs when not installed."""
+    import importlib
+
+    from stargan_rt import cli as core
+
+    discovered = core.command_modules
+    if getattr(discovered, "with_training", False):
+        return core
+
+    def modules():
+        found = discovered()
+        names = {m.__name__ for m in found}
+        return found + [importlib.import_module(n) for n in TRAINING_VERBS if n not in names]
+
+    modules.with_training = True
+    core.command_modules = modules
+    return core
+
+
 def cli(*args) -> list:
-    return [sys.executable, "-m", "stargan_rt.cli", *args]
+    """`stargan-rt ARGS` from this checkout (through this script's --cli)."""
+    return [sys.executable, str(Path(__file__).resolve()), "--cli", *args]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1035,7 +1061,7 @@ def v2_train_command(data: Path, run: Path, plan: Plan, fan: Path, device: str) 
 
 def nccl_command(data: Path, run: Path, plan: Plan) -> list:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", 2,
-            "-m", "stargan_rt.cli", "train", "v1", "--data", data, "--out", run,
+            str(Path(__file__).resolve()), "--cli", "train", "v1", "--data", data, "--out", run,
             "--preset", "tiny", "--image-size", plan.train_size, "--attrs", ",".join(V1_ATTRS),
             "--iters", 20, "--batch", 16, "--ckpt-every", 20, "--sample-every", 0,
             "--quiet", "--json"]
@@ -1251,13 +1277,16 @@ def cuda_available() -> bool:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--cli"]:
+        return with_training_verbs().main(argv[1:])
     args = parse_args(argv)
     dry = args.dry_run or not cuda_available()
     if not args.dry_run and dry:
         print("no CUDA device visible to PyTorch: running the dry run (CPU only)")
     plan = Plan(dry, args.budget, args.train_minutes)
     out = args.out.resolve()
-    report = Report(out, plan, sys.argv[1:] if argv is None else list(argv))
+    report = Report(out, plan, argv)
     ctx = Context(out, plan, report)
     report.data["environment"] = environment(ctx)
     report.write()

@@ -254,10 +254,8 @@ def test_train_minutes_fit_the_budget():
 
 
 def _parse(cmd):
-    from stargan_rt.cli import build_parser
-
     cmd = [str(c) for c in cmd]
-    return build_parser().parse_args(cmd[cmd.index("stargan_rt.cli") + 1:])
+    return gc.with_training_verbs().build_parser().parse_args(cmd[cmd.index("--cli") + 1:])
 
 
 def test_gpu_commands_parse_with_the_current_cli(tmp_path):
