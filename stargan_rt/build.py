@@ -88,7 +88,7 @@ def build(request: BuildRequest, log: Log = print) -> BuildResult:
     target = resolve_target(request.target, log)
     cache = EngineCache(request.cache_dir)
     graphs = prepare_graphs(bundle, target, request.precision, cache, request.io, request.calib,
-                            request.networks, log)
+                            request.networks, log, request.rebuild)
     if target == "onnxruntime" and request.precision == "fp16":
         from stargan_rt.backends.onnxruntime import providers
 
@@ -129,8 +129,11 @@ def _calib_id(calib) -> str:
 
 def prepare_graphs(bundle: Bundle, target: str, precision: str, cache: EngineCache,
                    io: str = "uint8", calib=None, networks: list[str] | None = None,
-                   log: Log = print) -> GraphSet:
-    """Export (when not cached) and convert the graphs a target needs at a precision."""
+                   log: Log = print, rebuild: bool = False) -> GraphSet:
+    """Export (when not cached) and convert the graphs a target needs at a precision.
+
+    A cached graph that does not load (truncated, corrupt) is a one-line error pointing at
+    ``build --rebuild``, which exports and converts every graph again."""
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     backend = get_backend(target)
@@ -141,7 +144,7 @@ def prepare_graphs(bundle: Bundle, target: str, precision: str, cache: EngineCac
                             f"(it has: {', '.join(bundle.manifest.networks)})")
     folder = cache.onnx_dir(bundle.content_hash, io)
     fp32 = {net: folder / f"{net}.{io}.fp32.onnx" for net in networks}
-    missing = [net for net, path in fp32.items() if not path.is_file()]
+    missing = [net for net, path in fp32.items() if rebuild or not _cached_graph_usable(path)]
     if missing:
         _export(bundle, folder, io, missing, fp32, cache, log)
     paths, notes = {}, []
@@ -163,11 +166,30 @@ def prepare_graphs(bundle: Bundle, target: str, precision: str, cache: EngineCac
         if form and form != "qdq":
             suffix += f"-{form}"
         path = folder / f"{net}.{io}.{suffix}{'.fused' if choice.fuse_adain else ''}{ext}"
-        if not path.is_file():
+        if rebuild or net in missing or not _cached_graph_usable(path):
             _convert(fp32[net], path, choice.precision, choice.fuse_adain, calib, bundle, target,
                      log, form)
         paths[net] = path
     return GraphSet(paths, notes)
+
+
+def _cached_graph_usable(path: Path) -> bool:
+    """Whether a cached ONNX file is there; one that does not load (truncated, corrupt) is a
+    one-line error that says how to make it again (build --rebuild)."""
+    if not path.is_file():
+        return False
+    if path.suffix != ".onnx":
+        return True  # another target's own form (e.g. an OpenVINO IR): its engine checks it
+    from stargan_rt.export.onnx_io import load_model
+
+    try:
+        load_model(path, check=True)
+    except UserError as exc:
+        reason = str(exc).split(": ", 1)[-1].split(";")[0]
+        raise UserError(f"{path}: the cached ONNX graph is unusable ({reason}); make it again "
+                        "with `stargan-rt build --rebuild` and the same --model, --target, "
+                        "--precision and --cache-dir") from None
+    return True
 
 
 def _export(bundle: Bundle, folder: Path, io: str, missing: list[str], fp32: dict[str, Path],

@@ -51,6 +51,7 @@ def load_checkpoint(path: str | Path) -> Mapping:
             return load_file(str(path))
         except (SafetensorError, OSError) as exc:
             raise UserError(f"{path}: not a readable safetensors file ({exc})")
+    check_archive(path)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -75,6 +76,46 @@ def load_checkpoint(path: str | Path) -> Mapping:
         raise UserError(f"{path}: holds a {type(obj).__name__}, not a state dict; expected an "
                         "official StarGAN checkpoint")
     return obj
+
+
+# Limits on what a checkpoint may make the importer read. torch.save writes uncompressed zip
+# entries, and weights hardly compress, so a highly compressed entry is a decompression bomb.
+# The released StarGAN v2 CelebA-HQ nets_ema file is about 350 MB; 4 GiB leaves ample room.
+MAX_CHECKPOINT_BYTES = 4 << 30
+MAX_COMPRESSION_RATIO = 20
+MAX_ARCHIVE_ENTRIES = 100_000
+
+
+def check_archive(path: Path) -> None:
+    """Refuse a checkpoint whose (declared) contents exceed the limits, before reading it."""
+    size = path.stat().st_size
+    limit = f"{MAX_CHECKPOINT_BYTES / 2**30:g} GiB"
+    if size > MAX_CHECKPOINT_BYTES:
+        raise UserError(f"{path}: {size / 2**30:.1f} GiB is more than the {limit} a StarGAN "
+                        "checkpoint can be; expected an official -G.ckpt or nets_ema.ckpt")
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # legacy torch.save format: its contents are the file itself
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return  # torch.load reports it as truncated or corrupt
+    if len(entries) > MAX_ARCHIVE_ENTRIES:
+        raise UserError(f"{path}: refused: the archive has {len(entries)} entries (at most "
+                        f"{MAX_ARCHIVE_ENTRIES}); not a checkpoint written by torch.save")
+    total = sum(e.file_size for e in entries)
+    if total > MAX_CHECKPOINT_BYTES:
+        raise UserError(f"{path}: refused: the archive unpacks to {total / 2**30:.1f} GiB, more "
+                        f"than the {limit} limit (a decompression bomb?); expected an official "
+                        "StarGAN checkpoint")
+    for entry in entries:
+        if (entry.compress_type != zipfile.ZIP_STORED and entry.file_size > 1 << 20
+                and entry.file_size > MAX_COMPRESSION_RATIO * max(entry.compress_size, 1)):
+            raise UserError(f"{path}: refused: entry {entry.filename[:60]} inflates "
+                            f"{entry.file_size // max(entry.compress_size, 1)} times to "
+                            f"{entry.file_size / 2**20:.0f} MiB (a decompression bomb; "
+                            "torch.save never compresses); expected an official StarGAN "
+                            "checkpoint")
 
 
 def _strip_module_prefix(state: Mapping) -> dict:
@@ -291,10 +332,14 @@ def import_checkpoint(ckpt: str | Path, out: str | Path, options: ImportOptions,
     if options.arch is not None and options.arch != arch:
         raise UserError(f"{ckpt}: --arch {options.arch} given, but this is a StarGAN {arch} "
                         f"checkpoint; pass --arch {arch} or omit --arch")
-    if arch == "v1":
-        manifest, states, sources = import_v1(ckpt, obj, options)
-    else:
-        manifest, states, sources = import_v2(ckpt, obj, options)
+    importer = import_v1 if arch == "v1" else import_v2
+    try:
+        manifest, states, sources = importer(ckpt, obj, options)
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
+        # a key or a tensor shape is not where the official code puts it
+        raise UserError(f"{ckpt}: does not have the layout of an official StarGAN {arch} "
+                        f"checkpoint ({type(exc).__name__}: {str(exc)[:120]}); expected the "
+                        "file the official code saves, unmodified") from None
     manifest.source = {"kind": "official-import",
                        "files": [{"name": p.name, "sha256": sha256_file(p)} for p in sources],
                        "notes": list(options.notes)}

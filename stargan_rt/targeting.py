@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from stargan_rt import options
 from stargan_rt.bundle import Bundle, check_domain_target
 from stargan_rt.errors import UserError
 
@@ -51,8 +52,8 @@ class TargetedTranslator:
         """v2: latent-guided (seed, optional truncation psi) or reference-guided (ref image)."""
         if self.arch != "v2":
             raise UserError("styles (--seed/--ref/--psi) apply to StarGAN v2 models only")
-        self._style_request = {"seed": 0 if seed is None else seed, "ref_bgr": ref_bgr,
-                               "psi": float(psi)}
+        self._style_request = {"seed": 0 if seed is None else options.SEED.check(seed, "seed"),
+                               "ref_bgr": ref_bgr, "psi": options.PSI.check(psi, "psi")}
         self._style = None
 
     def _require_domain(self) -> int:

@@ -34,7 +34,7 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(safetensors.torch, "save_file", fail)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="disk is full"):
         write_bundle(tmp_path / "b", small_manifest(), {"generator": GeneratorV1(8, 3, 1).state_dict()})
     assert list(tmp_path.iterdir()) == []
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from stargan_rt import options
 from stargan_rt.defaults import MODEL_HELP
 from stargan_rt.errors import UserError
 
@@ -29,7 +30,7 @@ def register(subparsers) -> None:
                              "nodes (v2 generator; for TensorRT with the AdaIN plugin)")
     parser.add_argument("--calib", metavar="DIR|VIDEO",
                         help="int8 calibration frames (default: built-in synthetic faces)")
-    parser.add_argument("--calib-count", type=int, default=256,
+    parser.add_argument("--calib-count", type=options.COUNT, default=256,
                         help="calibration frames to use (at least 256)")
     parser.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
     parser.set_defaults(func=run)

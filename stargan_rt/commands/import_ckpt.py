@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stargan_rt import options
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -15,8 +17,8 @@ def register(subparsers) -> None:
     parser.add_argument("--arch", choices=["v1", "v2"], help="expected architecture (checked)")
     parser.add_argument("--domains", help="domain / attribute names in training order, "
                         "comma-separated (e.g. Black_Hair,Blond_Hair,Brown_Hair,Male,Young)")
-    parser.add_argument("--image-size", type=int, help="image size (inferred where possible)")
-    parser.add_argument("--w-hpf", type=float, help="v2 high-pass weight (inferred; 1 for "
+    parser.add_argument("--image-size", type=options.IMAGE_SIZE, help="image size (inferred where possible)")
+    parser.add_argument("--w-hpf", type=options.W_HPF, help="v2 high-pass weight (inferred; 1 for "
                         "CelebA-HQ, 0 for AFHQ)")
     parser.add_argument("--fan", type=Path, help="FAN weights (released wing.ckpt) for v2 "
                         "models with w_hpf > 0 whose checkpoint has no 'fan' entry")

@@ -5,6 +5,7 @@ import json
 import time
 from pathlib import Path
 
+from stargan_rt import options
 from stargan_rt.backends import PRECISIONS, TARGETS
 from stargan_rt.defaults import MODEL_HELP
 from stargan_rt.parity import Thresholds
@@ -24,22 +25,22 @@ def register(subparsers) -> None:
                         help="targets to check (default: every one installed here)")
     parser.add_argument("--images", metavar="DIR|VIDEO",
                         help="face frames (default: held-out synthetic faces of the demo data)")
-    parser.add_argument("--count", type=int, default=32, help="frames to compare (>= 32)")
+    parser.add_argument("--count", type=options.COUNT, default=32, help="frames to compare (>= 32)")
     parser.add_argument("--io", choices=("uint8", "float"), default="uint8",
                         help="graph I/O variant: uint8 frames (what engines run) or float NCHW")
     parser.add_argument("--report", metavar="FILE", help="write the JSON report here")
     parser.add_argument("--calib", metavar="DIR|VIDEO", help="int8 calibration frames")
     parser.add_argument("--cache-dir", metavar="DIR", help="engine cache directory")
     default = Thresholds()
-    parser.add_argument("--fp32-max-err", type=float, default=default.fp32_max_err_uint8,
+    parser.add_argument("--fp32-max-err", type=options.NON_NEGATIVE, default=default.fp32_max_err_uint8,
                         help="fp32: max abs error for uint8 outputs (levels; default "
                              f"{default.fp32_max_err_uint8:g})")
-    parser.add_argument("--fp32-float-tol", type=float, default=default.fp32_max_err_float,
+    parser.add_argument("--fp32-float-tol", type=options.NON_NEGATIVE, default=default.fp32_max_err_float,
                         help="fp32: max abs error for float outputs (default "
                              f"{default.fp32_max_err_float:g})")
-    parser.add_argument("--fp16-psnr", type=float, default=default.fp16_psnr,
+    parser.add_argument("--fp16-psnr", type=options.PSNR_DB, default=default.fp16_psnr,
                         help=f"fp16: min PSNR dB (default {default.fp16_psnr:g})")
-    parser.add_argument("--int8-psnr", type=float, default=default.int8_psnr,
+    parser.add_argument("--int8-psnr", type=options.PSNR_DB, default=default.int8_psnr,
                         help=f"int8: min PSNR dB (default {default.int8_psnr:g})")
     parser.set_defaults(func=run)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stargan_rt import options
 from stargan_rt.defaults import MODEL_HELP
 from stargan_rt.errors import UserError
 
@@ -18,9 +19,9 @@ def register(subparsers) -> None:
     target.add_argument("--domain", help="target domain / attribute (e.g. smile, Blond_Hair)")
     target.add_argument("--labels", help="v1: full target vector, e.g. Black_Hair=0,Smiling=1,...")
     style = parser.add_mutually_exclusive_group()
-    style.add_argument("--seed", type=int, help="v2: latent seed for the style (default 0)")
+    style.add_argument("--seed", type=options.SEED, help="v2: latent seed for the style (default 0)")
     style.add_argument("--ref", type=Path, help="v2: reference image for the style")
-    parser.add_argument("--psi", type=float, default=1.0,
+    parser.add_argument("--psi", type=options.PSI, default=1.0,
                         help="v2: truncation toward the domain's mean style (1 = none)")
     parser.set_defaults(func=run)
 
@@ -58,7 +59,13 @@ def run(args) -> int:
                              ref_bgr=read_image(args.ref) if args.ref else None)
     # Decode everything first: a bad input fails the run before any output is written.
     crops = np.stack([fit_to_model(read_image(p), translator.image_size) for p in args.inputs])
-    args.out.mkdir(parents=True, exist_ok=True)
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} is a file; give a directory for the outputs")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {args.out}: cannot create the directory "
+                        f"({exc.strerror or exc}); choose a writable location") from None
     for path, crop in zip(args.inputs, crops):
         out = translator(crop[None])[0]
         write_image(args.out / f"{path.stem}.png", out)

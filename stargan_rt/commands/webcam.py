@@ -4,6 +4,7 @@ The options are declared here; the run itself is ``stargan_rt.stream.app`` (impo
 verb runs, so other verbs do not load OpenCV and the engines)."""
 from __future__ import annotations
 
+from stargan_rt import options
 from stargan_rt.defaults import MODEL_HELP
 
 
@@ -23,37 +24,41 @@ def register(subparsers) -> None:
     p.add_argument("--loop", action="store_true", help="restart a file source at its end")
     p.add_argument("--realtime", action="store_true",
                    help="pace a file at its own FPS and drop the oldest frames like a camera")
-    p.add_argument("--width", type=int, help="camera: requested width")
-    p.add_argument("--height", type=int, help="camera: requested height")
-    p.add_argument("--fps", type=float, help="camera: requested FPS")
+    p.add_argument("--width", type=options.FRAME_SIDE, help="camera: requested width")
+    p.add_argument("--height", type=options.FRAME_SIDE, help="camera: requested height")
+    p.add_argument("--fps", type=options.FPS, help="camera: requested FPS")
     p.add_argument("--target", default="auto",
                    help="engine target: auto, tensorrt, openvino, onnxruntime (default auto)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
     p.add_argument("--cache-dir", help="engine cache folder")
     style = p.add_mutually_exclusive_group()
-    style.add_argument("--seed", type=int, help="v2: latent-guided style from this seed")
+    style.add_argument("--seed", type=options.SEED, help="v2: latent-guided style from this seed")
     style.add_argument("--ref", help="v2: reference image whose style to use")
-    p.add_argument("--psi", type=float, default=1.0, help="v2: truncation toward the mean style")
+    p.add_argument("--psi", type=options.PSI, default=1.0, help="v2: truncation toward the mean style")
     p.add_argument("--headless", action="store_true", help="no window")
     p.add_argument("--record", metavar="OUT.mp4", help="write the result video")
     p.add_argument("--serve", metavar="HOST:PORT",
                    help="serve a live page (MJPEG + stats + buttons); host defaults to 127.0.0.1")
+    p.add_argument("--token", help="--serve: the access token (at least 16 letters, digits or "
+                   "-_.~; default: generated and printed at start). Needed by every request "
+                   "from other machines, and on this one by API clients that change state")
     p.add_argument("--virtual-cam", nargs="?", const="", metavar="DEVICE",
                    help="also send the result to a virtual camera (pyvirtualcam; Linux: "
                         "v4l2loopback /dev/videoN, Windows/macOS: OBS)")
-    p.add_argument("--max-frames", type=int, help="stop after reading N frames")
+    p.add_argument("--max-frames", type=options.COUNT, help="stop after reading N frames")
     p.add_argument("--stats", metavar="FILE", help="write run statistics as JSON at the end")
-    p.add_argument("--parity-every", type=int, default=0, metavar="N",
+    p.add_argument("--parity-every", type=options.EVERY_OR_OFF, default=0, metavar="N",
                    help="check every N-th frame's crops against the PyTorch reference")
     p.add_argument("--no-face", action="store_true",
                    help="translate the whole frame instead of detected faces")
-    p.add_argument("--detect-every", type=int, default=3, metavar="K",
+    p.add_argument("--detect-every", type=options.EVERY, default=3, metavar="K",
                    help="run the face detector every K frames, track in between (default 3)")
-    p.add_argument("--max-faces", type=int, default=8)
-    p.add_argument("--crop-scale", type=float, metavar="S",
+    p.add_argument("--max-faces", type=options.MAX_FACES, default=8,
+                   help="at most this many faces per frame (default 8)")
+    p.add_argument("--crop-scale", type=options.CROP_SCALE, metavar="S",
                    help="crop side = S x the detected face width (default: the bundle's "
                         "config crop_scale, else 2.2 for v1 CelebA framing, 1.95 for v2 CelebA-HQ)")
-    p.add_argument("--crop-shift", type=float, metavar="D",
+    p.add_argument("--crop-shift", type=options.CROP_SHIFT, metavar="D",
                    help="crop centre = face centre + D x face width, downwards (default -0.15 "
                         "v1, -0.07 v2, or the bundle's crop_shift)")
     p.add_argument("--no-align", action="store_true",

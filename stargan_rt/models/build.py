@@ -35,11 +35,42 @@ def build_network(manifest: Manifest, name: str) -> nn.Module:
     raise UserError(f"{manifest.arch} models have no network called {name!r}")
 
 
+def expected_shapes(manifest: Manifest, name: str) -> dict[str, tuple[int, ...]]:
+    """The state-dict shapes the manifest's config implies, computed on the meta device (no
+    memory is allocated however large the config claims the network is)."""
+    import torch
+
+    with torch.device("meta"):
+        net = build_network(manifest, name)
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def check_weights(bundle: Bundle, name: str, state) -> None:
+    """One line naming the keys when the weights do not fit the manifest's network definition."""
+    expected = expected_shapes(bundle.manifest, name)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != expected[k])
+    if not (missing or unexpected or wrong):
+        return
+    parts = []
+    if missing:
+        parts.append(f"missing keys {missing[:4]}{' ...' if len(missing) > 4 else ''}")
+    if unexpected:
+        parts.append(f"unexpected keys {unexpected[:4]}{' ...' if len(unexpected) > 4 else ''}")
+    if wrong:
+        k = wrong[0]
+        parts.append(f"{len(wrong)} shape mismatch(es), first {k}: file "
+                     f"{tuple(state[k].shape)} vs manifest config {expected[k]}")
+    raise UserError(f"{bundle.weights_path(name)}: {name} weights do not fit the manifest "
+                    f"(image_size / config) ({'; '.join(parts)}); re-create the bundle")
+
+
 def load_network(bundle: Bundle, name: str, device: str = "cpu") -> nn.Module:
-    """Network with the bundle's weights, in eval mode."""
+    """Network with the bundle's weights, in eval mode. Keys and shapes are checked against the
+    manifest's network definition before the network is built."""
+    state = bundle.state_dict(name)
+    check_weights(bundle, name, state)
     net = build_network(bundle.manifest, name)
-    missing, unexpected = net.load_state_dict(bundle.state_dict(name), strict=False)
-    if missing or unexpected:
-        raise UserError(f"{bundle.path}: {name} weights do not fit the manifest's architecture "
-                        f"(missing {missing[:5]}, unexpected {unexpected[:5]}); re-create the bundle")
+    net.load_state_dict(state, strict=True)
     return net.to(device).eval()

@@ -19,6 +19,7 @@ from stargan_rt.imaging import read_image
 from stargan_rt.runtime import Translator
 from stargan_rt.stream.contracts import Sink, StreamOptions
 from stargan_rt.stream.faces import FaceStage
+from stargan_rt.stream.http_guard import check_token
 from stargan_rt.stream.pipeline import Pipeline
 from stargan_rt.stream.sinks import ProgressSink, RecordSink, VirtualCameraSink, WindowSink, \
     gui_available
@@ -38,14 +39,12 @@ def _log(msg: str) -> None:
 
 def _check_options(args) -> None:
     """Everything cheap, before building engines or opening the camera."""
-    if args.parity_every < 0:
-        raise UserError("--parity-every must be >= 1 (or 0 for off)")
-    if args.max_frames is not None and args.max_frames < 1:
-        raise UserError("--max-frames must be >= 1")
-    if args.crop_scale is not None and not 1.0 <= args.crop_scale <= 5.0:
-        raise UserError("--crop-scale must be between 1 and 5 (face widths)")
-    if args.detect_every < 1:
-        raise UserError("--detect-every must be >= 1")
+    # numbers are range-checked by their argparse types (stargan_rt/options.py)
+    if args.token is not None:
+        if not args.serve:
+            raise UserError("--token applies to the served page; add --serve HOST:PORT or drop "
+                            "--token")
+        check_token(args.token)
     for option, value in (("--stats", args.stats), ("--record", args.record)):
         if value:  # create the output folder, like the other verbs' --out
             folder = Path(value).parent
@@ -56,6 +55,8 @@ def _check_options(args) -> None:
                                 f"({exc.strerror or exc})") from None
             if not os.access(folder, os.W_OK):
                 raise UserError(f"{option} {value}: the folder {folder} is not writable")
+            if Path(value).is_dir():
+                raise UserError(f"{option} {value}: that is a directory; give a file name")
 
 
 def _check_model(args, model_path) -> Bundle:
@@ -129,7 +130,7 @@ def _sinks(args, headless: bool, serve) -> list[Sink]:
     if args.record:
         sinks.append(RecordSink(args.record))
     if serve:
-        sinks.append(HttpSink(*serve))
+        sinks.append(HttpSink(*serve, token=args.token))
     if args.virtual_cam is not None:
         sinks.append(VirtualCameraSink(args.virtual_cam or None))
     return sinks
@@ -169,8 +170,8 @@ def run_webcam(args) -> int:
             reference_factory=_reference_factory(model_path) if args.parity_every else None,
             precision=args.precision, log=_log, model_name=str(model_path),
             side_by_side=args.side_by_side, mirror=args.mirror)
-        pipeline = Pipeline(source, translator, _face_stage(args, translator),
-                            _sinks(args, headless, serve), options)
+        sinks = _sinks(args, headless, serve)
+        pipeline = Pipeline(source, translator, _face_stage(args, translator), sinks, options)
     except BaseException:
         source.close()
         if translator is not None:
@@ -190,11 +191,12 @@ def run_webcam(args) -> int:
     summary = pipeline.summary()
     if args.stats:
         _write_stats(Path(args.stats), summary)
-    _report(summary, args)
+    recorder = next((s for s in sinks if isinstance(s, RecordSink)), None)
+    _report(summary, args, recorder is not None and recorder.written)
     return code
 
 
-def _report(summary: dict, args) -> None:
+def _report(summary: dict, args, recorded: bool = False) -> None:
     lat = summary["latency_ms"]
 
     def p(stage):
@@ -211,7 +213,7 @@ def _report(summary: dict, args) -> None:
              f"dB, max error {parity['max_abs_err']} -> "
              f"{'ok' if parity['passed'] else 'BELOW THRESHOLD'}")
     if summary["error"]:
-        _log(f"error: {summary['error']}" + ("; the recording was finalised" if args.record
+        _log(f"error: {summary['error']}" + ("; the recording was finalised" if recorded
                                               else ""))
     if args.stats:
         _log(f"stats written to {args.stats}")

@@ -376,6 +376,12 @@ class Pipeline:
             for sink in self.sinks:
                 try:
                     sink.close(self)
+                except UserError as exc:  # e.g. a recording that failed its verification
+                    if self.error:
+                        self.log(f"error: {exc}")
+                    else:
+                        self.error = str(exc)
+                    self.exit_code = 2
                 except Exception as exc:  # noqa: BLE001 - close the others anyway
                     self.log(f"closing {type(sink).__name__} failed: {exc}")
                     self.exit_code = self.exit_code or 1

@@ -183,9 +183,13 @@ class RecordSink(Sink):
         self.size = None
         self.frames = 0
         self.last_index: int | None = None
+        self.written = False  # True once the recording was verified and renamed into place
 
     def open(self, pipeline) -> None:
         folder = self.path.parent
+        if self.path.is_dir():
+            raise UserError(f"--record {self.path}: that is a directory; give a file name "
+                            "such as out.mp4")
         if not folder.is_dir():
             raise UserError(f"--record {self.path}: the folder {folder} does not exist; create "
                             "it or record elsewhere")
@@ -221,9 +225,36 @@ class RecordSink(Sink):
             return
         self.writer.release()
         self.writer = None
-        os.replace(self.tmp, self.path)
+        try:
+            self.verify()
+            os.replace(self.tmp, self.path)
+        except BaseException as exc:
+            self.tmp.unlink(missing_ok=True)  # never leave a partial recording behind
+            if isinstance(exc, OSError):
+                raise UserError(f"--record {self.path}: cannot write the recording "
+                                f"({exc.strerror or exc}); nothing was kept") from None
+            raise
+        self.written = True
         pipeline.log(f"recorded {self.frames} frames to {self.path} "
                      f"({self.size[0]}x{self.size[1]} @ {self.fps:g} fps)")
+
+    def verify(self) -> None:
+        """Reopen what was written: the container must list every frame and its first frame
+        must decode. OpenCV's writer reports no write errors, so a full disk shows up here
+        (no moov atom, too few frames)."""
+        size = self.tmp.stat().st_size if self.tmp.is_file() else 0
+        cap = cv2.VideoCapture(str(self.tmp)) if size else None
+        try:
+            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap and cap.isOpened() else 0
+            first = cap.read()[0] if count else False
+        finally:
+            if cap is not None:
+                cap.release()
+        if count != self.frames or not first:
+            raise UserError(f"--record {self.path}: the recording failed: {self.frames} frames "
+                            f"were written but the file ({size} bytes) holds "
+                            f"{count if first else 0} readable ones (disk full or a size "
+                            "limit?); nothing was kept: free space or record elsewhere")
 
 
 # ---------------------------------------------------------------------------------------------

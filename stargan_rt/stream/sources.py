@@ -21,7 +21,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from stargan_rt.errors import UserError
-from stargan_rt.imaging import IMAGE_SUFFIXES
+from stargan_rt.imaging import IMAGE_SUFFIXES, read_image
 
 SAMPLE_VIDEO = Path(__file__).resolve().parent.parent / "assets" / "sample.mp4"
 
@@ -323,11 +323,10 @@ class ImageSequenceSource(Source):
             self._next = 0
         path = self.files[self._next]
         self._next += 1
-        data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
-        frame = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
-        if frame is None:
-            raise SourceDied(f"{path}: cannot read or decode this image (image "
-                             f"{self._next} of {len(self.files)})")
+        try:
+            frame = read_image(path)
+        except UserError as exc:
+            raise SourceDied(f"{exc} (image {self._next} of {len(self.files)})") from None
         if self.size is None:
             self.size = (frame.shape[1], frame.shape[0])
         elif (frame.shape[1], frame.shape[0]) != self.size:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stargan_rt import options
 from stargan_rt.defaults import MODEL_HELP
 from stargan_rt.errors import UserError
 
@@ -30,17 +31,17 @@ def register(subparsers) -> None:
                              "folders (train/<domain>/ [+ val/<domain>/], or <domain>/)")
     parser.add_argument("--test-data", type=Path,
                         help="translate this data set's images instead of --data's held-out part")
-    parser.add_argument("--max-images", type=int, default=200,
+    parser.add_argument("--max-images", type=options.COUNT, default=200,
                         help="held-out images to translate (default 200)")
-    parser.add_argument("--seeds", type=int, default=3,
+    parser.add_argument("--seeds", type=options.COUNT, default=3,
                         help="v2: latent seeds per target domain (default 3)")
-    parser.add_argument("--classifier-epochs", type=int, default=15)
-    parser.add_argument("--classifier-seconds", type=float, default=120.0,
+    parser.add_argument("--classifier-epochs", type=options.COUNT, default=15)
+    parser.add_argument("--classifier-seconds", type=options.SECONDS, default=120.0,
                         help="stop classifier training after this long (default 120)")
     parser.add_argument("--classifier-cache", type=Path, metavar="FILE",
                         help="reuse the classifier saved here when it was trained on the same "
                              "data and settings; else train and save it (safetensors)")
-    parser.add_argument("--seed", type=int, default=0, help="split / classifier seed")
+    parser.add_argument("--seed", type=options.SEED, default=0, help="split / classifier seed")
     parser.add_argument("--report", type=Path, help="write the full results as JSON here")
     parser.add_argument("--samples", type=Path, help="write a PNG grid of inputs and outputs")
     parser.add_argument("--inception", help="FID: pytorch-fid Inception v3 weights "
