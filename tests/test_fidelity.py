@@ -169,3 +169,13 @@ def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift():
     same = kernel_inception_distance(a, b)
     assert abs(same) < 0.02
     assert kernel_inception_distance(a, b + 0.5) > 10 * abs(same) + 0.05
+
+
+def test_a_bundle_trained_on_synthetic_faces_carries_their_framing(tmp_path):
+    from stargan_rt.synth import HAAR_FRAMING
+    from stargan_train.common import synth_framing
+
+    synthesize(tmp_path / "faces", count=4, image_size=32, seed=2, workers=1)
+    assert synth_framing(tmp_path / "faces") == HAAR_FRAMING
+    (tmp_path / "photos").mkdir()
+    assert synth_framing(tmp_path / "photos") == {} and synth_framing(None) == {}

@@ -272,6 +272,7 @@ def test_v1_resume_matches_uninterrupted_run(celeba, tmp_path, capsys):
     bundle = Bundle.open(part / "bundle")
     assert bundle.manifest.arch == "v1" and bundle.manifest.domain_names == ATTRS.split(",")
     assert bundle.manifest.config["labels"] == "attributes"
+    assert "crop_scale" not in bundle.manifest.config      # not synthetic faces: no framing
     assert bundle.manifest.source["weights"] == "EMA (beta 0.999)"   # the tiny preset's G
     ckpt = torch.load(part / "checkpoint.pt", weights_only=True)
     assert not torch.equal(ckpt["G_ema"]["main.0.weight"], ckpt["G"]["main.0.weight"])

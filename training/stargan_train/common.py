@@ -386,6 +386,17 @@ def make_config(presets: dict, preset: str, defaults: dict, overrides: dict) -> 
     return cfg
 
 
+def synth_framing(data_dir) -> dict:
+    """The crop framing (``crop_scale``, ``crop_shift``) of faces made by `stargan-rt data
+    synth` when ``data_dir`` is such a set (it carries its recipe), else {}: a bundle trained on
+    it carries the framing, so the runtime's live crops are framed like its training images."""
+    from stargan_rt.synth import HAAR_FRAMING, read_recipe
+
+    if data_dir is None or read_recipe(data_dir) is None:
+        return {}
+    return dict(HAAR_FRAMING)
+
+
 def primitive(value):
     """JSON/torch.load(weights_only)-safe copy of a config."""
     if isinstance(value, dict):
@@ -461,6 +472,8 @@ def run_training(trainer) -> dict:
         # Rank 0's clock drives every rank, so their schedules and stopping point agree.
         elapsed = trainer.dist.gather_objects(trainer.clock.total())[0]
         trainer.sched_it = schedule_iter(trainer.it, elapsed, cfg)
+        if trainer.it == cfg.get("ae_iters", 0):
+            last.clear()   # the warm-up's losses end with it: no stale keys in later rows
         losses = trainer.step(trainer.it)
         trainer.it += 1
         n_window += cfg["batch"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from stargan_rt.imaging import fit_to_model
-from stargan_rt.parity import psnr, ssim
+from stargan_rt.metrics import psnr, ssim
 from stargan_rt.synth import ATTRIBUTE_FORCE, FOLDER_DOMAINS, Recipe
 
 PSNR_CAP = 100.0   # dB: identical images score this instead of infinity (JSON has no inf)

@@ -132,6 +132,7 @@ class V1Trainer(common.Trainer):
     def __init__(self, data_dir, out_dir, cfg: dict, resume: bool = False, rafd_dir=None,
                  device: str | None = None, quiet: bool = False, data=None):
         super().__init__(out_dir, cfg, resume, device, quiet)
+        self.framing = common.synth_framing(data_dir)
         self._validate()
         self._load_data(data_dir, rafd_dir, data)
         self._build()
@@ -482,7 +483,8 @@ class V1Trainer(common.Trainer):
                     "repeat_num": cfg["repeat_num"], "d_conv_dim": cfg["d_conv_dim"],
                     "d_repeat_num": cfg["d_repeat_num"],
                     "labels": {"celeba": "attributes", "rafd": "classes"}.get(cfg["dataset"],
-                                                                             "joint")},
+                                                                             "joint"),
+                    **self.framing},
             source={"trained_by": "stargan-rt train v1", "preset": cfg["preset"],
                     "iterations": self.it, "dataset": cfg["dataset"],
                     "stopped_early": stopped_early, "settings": common.primitive(cfg),

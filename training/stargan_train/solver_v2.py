@@ -110,6 +110,7 @@ class V2Trainer(common.Trainer):
     def __init__(self, data_dir, out_dir, cfg: dict, resume: bool = False, fan=None,
                  device: str | None = None, quiet: bool = False, data=None):
         super().__init__(out_dir, cfg, resume, device, quiet)
+        self.framing = common.synth_framing(data_dir)
         self._validate(fan)
         if data is None:
             data = load_folders(data_dir, cfg["image_size"], domains=cfg.get("domains"))
@@ -286,7 +287,7 @@ class V2Trainer(common.Trainer):
             # both style paths: the input's own (E) and a random one of its domain (F)
             styles = torch.cat([self.E(x_real, y_org), self.F(b["z_trg"], y_org)])
             out = self.G(torch.cat([x_real, x_real]), styles,
-                         None if masks is None else torch.cat([masks, masks]))
+                         None if masks is None else tuple(torch.cat([m, m]) for m in masks))
             loss = (out.float() - torch.cat([x_real, x_real])).abs().mean()
         for k in ("G", "E", "F"):
             self.opt[k].zero_grad(set_to_none=True)
@@ -351,7 +352,7 @@ class V2Trainer(common.Trainer):
             domains=[Domain(n, default_aliases(n)) for n in self.names],
             config={"style_dim": cfg["style_dim"], "latent_dim": cfg["latent_dim"],
                     "max_conv_dim": cfg["max_conv_dim"], "w_hpf": cfg["w_hpf"],
-                    "dim_in": cfg["dim_in"], "hidden_dim": cfg["hidden_dim"]},
+                    "dim_in": cfg["dim_in"], "hidden_dim": cfg["hidden_dim"], **self.framing},
             source={"trained_by": "stargan-rt train v2", "preset": cfg["preset"],
                     "iterations": self.it, "weights": "EMA (beta %g)" % cfg["ema_beta"],
                     "stopped_early": stopped_early, "settings": common.primitive(cfg)},

@@ -65,7 +65,7 @@ def _warm_start_options(parser) -> None:
                         help="first N iterations: G only learns to return its input (L1, the "
                              "input's own labels / style); 0 = off (paper)")
     parser.add_argument("--ae-lr", type=float, dest="ae_lr",
-                        help="learning rate of G (and v2's E) during the --ae-iters warm-up")
+                        help="learning rate of G (and v2's E and F) during the --ae-iters warm-up")
     parser.add_argument("--lambda-keep", type=float, dest="lambda_keep",
                         help="weight of L1(G(x, target), x): change no more than the edit needs; "
                              "0 = off (paper)")
