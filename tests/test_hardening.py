@@ -199,10 +199,54 @@ def test_checkpoint_with_misshapen_tensors_is_one_line(tmp_path, cli):
     assert not (tmp_path / "b").exists()
 
 
+# -- 8: --resume -------------------------------------------------------------------------------------
+class RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
 @pytest.fixture(scope="module")
 def celeba(tmp_path_factory) -> Path:
     from test_training import make_celeba
     return make_celeba(tmp_path_factory.mktemp("celeba"), n=6)
+
+
+RESUME_PROBES = {
+    "list": lambda p, marker: torch.save([1, 2, 3], p),
+    "no-config": lambda p, marker: torch.save({"format": "stargan-rt-train-v1", "iter": 3}, p),
+    "garbage": lambda p, marker: p.write_bytes(b"\x80\x04garbage" * 50),
+    "payload": lambda p, marker: torch.save({"config": RunsCode(marker)}, p),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(RESUME_PROBES))
+def test_resume_refuses_what_is_not_a_run(celeba, tmp_path, cli, kind):
+    """Probe: --resume on a list / a dict without config gave tracebacks; garbage and payloads
+    gave 6 lines quoting torch's advice to load with weights_only=False."""
+    run = tmp_path / "run"
+    run.mkdir()
+    marker = tmp_path / "pwned"
+    RESUME_PROBES[kind](run / "checkpoint.pt", marker)
+    result = cli("train", "v1", "--data", celeba, "--attrs", ",".join(ATTRS), "--out", run,
+                 "--resume", "--iters", "1", "--image-size", "32", "--conv-dim", "8",
+                 "--repeat-num", "1", "--d-conv-dim", "8", "--d-repeat-num", "4")
+    refused(result, "checkpoint.pt")
+    assert "weights_only" not in result.err and "trust" not in result.err
+    assert not marker.exists()
+
+
+def test_resume_without_a_run_refuses(tmp_path, cli):
+    """Probe: --resume where no checkpoint exists silently started a new run."""
+    result = cli("train", "v1", "--data", tmp_path, "--out", tmp_path / "none", "--resume")
+    refused(result, "--resume", "no run to continue")
+    assert not (tmp_path / "none").exists()
+    (tmp_path / "empty").mkdir()
+    refused(cli("train", "v2", "--data", tmp_path, "--out", tmp_path / "empty", "--resume"),
+            "has no checkpoint.pt")
+    assert list((tmp_path / "empty").iterdir()) == []
 
 
 # -- 9: numbers --------------------------------------------------------------------------------------
@@ -216,6 +260,8 @@ NUMBER_PROBES = [
     ("webcam", "--fps", "0"), ("webcam", "--fps", "nan"), ("webcam", "--detect-every", "0"),
     ("webcam", "--max-frames", "0"), ("webcam", "--parity-every", "-2"),
     ("import", "--image-size", "0"), ("import", "--w-hpf", "-1"), ("import", "--w-hpf", "nan"),
+    ("train v1", "--iters", "0"), ("train v1", "--g-lr", "nan"), ("train v1", "--ema-beta", "2"),
+    ("train v2", "--threads", "-5"), ("train v2", "--max-minutes", "inf"),
     ("parity", "--int8-psnr", "nan"), ("eval", "--seeds", "0"),
 ]
 REQUIRED = {"translate": ["x.png", "--out", "o"], "webcam": [], "import": ["x.ckpt", "--out", "o"],

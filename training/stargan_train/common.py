@@ -7,6 +7,7 @@ import errno
 import json
 import math
 import os
+import pickle
 import random
 import sys
 import time
@@ -169,11 +170,28 @@ def _remove(path) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
+    """A training checkpoint, read with weights_only=True and checked to hold what resume_run
+    uses; anything else is one line (never torch's advice to load it unsafely)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated/corrupt files, foreign pickles
-        raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc}); "
-                        "delete it to start over") from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # objects beyond tensors and settings: never unpickled
+        raise UserError(f"{path}: refused: the file holds pickled objects a stargan-rt "
+                        "checkpoint never has (they were not run); delete it or choose a new "
+                        "--out to start over") from None
+    except Exception as exc:  # truncated/corrupt files
+        first = (str(exc).splitlines() or [""])[0][:120]
+        raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {first}); "
+                        "delete it or choose a new --out to start over") from None
+    wanted = {"format": str, "iter": int, "config": dict, "elapsed_s": (int, float)}
+    if not isinstance(state, dict):
+        what = f"it holds a {type(state).__name__}, not a dict"
+    else:
+        bad = [key for key, kind in wanted.items() if not isinstance(state.get(key), kind)]
+        what = f"missing or mistyped: {', '.join(bad)}" if bad else ""
+    if what:
+        raise UserError(f"{path}: not a stargan-rt training checkpoint ({what}); delete it or "
+                        "choose a new --out to start over")
+    return state
 
 
 def save_run(trainer) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from stargan_rt import options
 from stargan_rt.errors import UserError
 
 
@@ -17,16 +18,16 @@ def _common(p) -> None:
                    "metrics.jsonl, samples/, bundle/)")
     p.add_argument("--preset", default="tiny", help="paper (official hyper-parameters) or tiny "
                    "(small CPU run); default tiny")
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--iters", type=int, help="total iterations")
-    p.add_argument("--batch", type=int, help="global batch size (split over processes)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=options.IMAGE_SIZE)
+    p.add_argument("--iters", type=options.COUNT, help="total iterations")
+    p.add_argument("--batch", type=options.COUNT, help="global batch size (split over processes)")
+    p.add_argument("--seed", type=options.SEED, default=0)
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint (same settings required)")
-    p.add_argument("--ckpt-every", type=int, help="checkpoint interval (iterations)")
-    p.add_argument("--sample-every", type=int, help="sample grid interval (0 = never)")
-    p.add_argument("--log-every", type=int)
-    p.add_argument("--max-minutes", type=float,
+    p.add_argument("--ckpt-every", type=options.COUNT, help="checkpoint interval (iterations)")
+    p.add_argument("--sample-every", type=options.COUNT_OR_NONE, help="sample grid interval (0 = never)")
+    p.add_argument("--log-every", type=options.COUNT)
+    p.add_argument("--max-minutes", type=options.MINUTES,
                    help="stop (checkpoint + bundle) after this many minutes of training, "
                    "summed over resumes; when this is the tighter limit the schedules (LR "
                    "decay, v2's diversity weight) follow the time; 0 = no limit")
@@ -34,7 +35,7 @@ def _common(p) -> None:
                    help="bf16 autocast (default on for tiny)")
     p.add_argument("--no-bf16", dest="bf16", action="store_false")
     p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
-    p.add_argument("--threads", type=int, help="CPU threads per process (0 = torch default; "
+    p.add_argument("--threads", type=options.THREADS, help="CPU threads per process (0 = torch default; "
                    "-1 = auto, the cores the load average shows idle: the tiny presets' default, "
                    "as extra threads are much slower on a busy machine)")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
@@ -54,19 +55,25 @@ V2_FLOATS = ("lambda_reg", "lambda_sty", "lambda_ds", "lambda_cyc", "lambda_id",
 V2_NAMED = ("w_hpf", "ds_iters", "lambda_keep", "ae_iters", "ae_lr")
 
 
+# The range each typed option is checked against (options.py); the rest: ints >= 1, floats >= 0.
+_RANGES = {"repeat_num": options.COUNT_OR_NONE, "p_single": options.FRACTION,
+           "ema_beta": options.FRACTION}
+
+
 def _typed_options(parser, ints, floats) -> None:
-    for names, kind in ((ints, int), (floats, float)):
+    for names, kind in ((ints, options.COUNT), (floats, options.NON_NEGATIVE)):
         for name in names:
-            parser.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
+            parser.add_argument("--" + name.replace("_", "-"), type=_RANGES.get(name, kind),
+                                dest=name)
 
 
 def _warm_start_options(parser) -> None:
-    parser.add_argument("--ae-iters", type=int, dest="ae_iters",
+    parser.add_argument("--ae-iters", type=options.COUNT_OR_NONE, dest="ae_iters",
                         help="first N iterations: G only learns to return its input (L1, the "
                              "input's own labels / style); 0 = off (paper)")
-    parser.add_argument("--ae-lr", type=float, dest="ae_lr",
+    parser.add_argument("--ae-lr", type=options.NON_NEGATIVE, dest="ae_lr",
                         help="learning rate of G (and v2's E and F) during the --ae-iters warm-up")
-    parser.add_argument("--lambda-keep", type=float, dest="lambda_keep",
+    parser.add_argument("--lambda-keep", type=options.NON_NEGATIVE, dest="lambda_keep",
                         help="weight of L1(G(x, target), x): change no more than the edit needs; "
                              "0 = off (paper)")
 
@@ -85,23 +92,26 @@ def register(subparsers) -> None:
     v1.add_argument("--rafd", type=Path, help="RaFD-style class folders for joint training "
                     "(--data must be the CelebA layout)")
     _typed_options(v1, V1_INTS, V1_FLOATS)
-    v1.add_argument("--augment", type=float, help="shift what D sees by up to this fraction of "
+    v1.add_argument("--augment", type=options.FRACTION, help="shift what D sees by up to this fraction of "
                     "the image (DiffAugment translation); 0 = off (paper), tiny 0.125")
-    v1.add_argument("--ema-beta", type=float, dest="ema_beta", help="keep an EMA generator "
+    v1.add_argument("--ema-beta", type=options.FRACTION, dest="ema_beta",
+                    help="keep an EMA generator "
                     "(the bundle's weights) with this beta; 0 = off (paper), tiny 0.999")
-    v1.add_argument("--decay-iters", type=int, help="linear LR decay over the last N iterations")
+    v1.add_argument("--decay-iters", type=options.COUNT_OR_NONE,
+                    help="linear LR decay over the last N iterations")
     _warm_start_options(v1)
     v1.set_defaults(func=run_v1)
 
     v2 = archs.add_parser("v2", help="StarGAN v2 (styles; train/<domain>/ folders)")
     _common(v2)
     v2.add_argument("--domains", help="comma-separated subset of the domain folders")
-    v2.add_argument("--w-hpf", type=float, dest="w_hpf",
+    v2.add_argument("--w-hpf", type=options.W_HPF, dest="w_hpf",
                     help="high-pass skip weight (needs --fan); 0 = none")
     v2.add_argument("--fan", type=Path, help="FAN weights (a bundle with a fan network, or a "
                     "state-dict file) for the face masks when --w-hpf > 0")
     _typed_options(v2, V2_INTS, V2_FLOATS)
-    v2.add_argument("--ds-iters", type=int, help="iterations over which lambda_ds decays to 0")
+    v2.add_argument("--ds-iters", type=options.COUNT_OR_NONE,
+                    help="iterations over which lambda_ds decays to 0")
     _warm_start_options(v2)
     v2.set_defaults(func=run_v2)
 
@@ -112,6 +122,16 @@ _OPERATIONAL = ("image_size", "iters", "batch", "ckpt_every", "sample_every", "l
 
 def _overrides(args, names) -> dict:
     return {n: getattr(args, n, None) for n in names}
+
+
+def _check_resume(args) -> None:
+    """--resume continues a run; where there is none, refuse instead of silently starting one."""
+    from stargan_train.common import CKPT_NAME
+
+    if args.resume and not (args.out / CKPT_NAME).is_file():
+        where = "does not exist" if not args.out.exists() else f"has no {CKPT_NAME}"
+        raise UserError(f"--resume: {args.out} {where}, so there is no run to continue; drop "
+                        "--resume to start a new run there, or give the --out of the run")
 
 
 def _train(args, trainer) -> int:
@@ -139,6 +159,7 @@ def run_v1(args) -> int:
         if not attrs:
             raise UserError("--attrs is empty; give comma-separated attribute names")
         over["attrs"] = attrs
+    _check_resume(args)
     cfg = make_config(args.preset, seed=args.seed, **over)
     if args.iters is not None and args.decay_iters is None:
         cfg["decay_iters"] = min(cfg["decay_iters"], args.iters // 2)
@@ -152,6 +173,7 @@ def run_v2(args) -> int:
     over = _overrides(args, _OPERATIONAL + V2_INTS + V2_FLOATS + V2_NAMED)
     if args.domains is not None:
         over["domains"] = [d.strip() for d in args.domains.split(",") if d.strip()]
+    _check_resume(args)
     cfg = make_config(args.preset, seed=args.seed, **over)
     if args.iters is not None and args.ds_iters is None:
         cfg["ds_iters"] = min(cfg["ds_iters"], args.iters)
