@@ -2,6 +2,7 @@
 checkpoint round trip and exact resume, SIGKILL + resume, disk-full saves, 2-process torchrun."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -85,6 +86,25 @@ def celeba(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> Path:
     return make_folders(tmp_path_factory.mktemp("folders"))
+
+
+class KilledError(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def killed_after_checkpoint(at: int):
+    """A run that dies right after its checkpoint at iteration ``at`` (as if SIGKILLed)."""
+    real = common.save_run
+
+    def save_then_die(trainer):
+        real(trainer)
+        if trainer.it >= at:
+            raise KilledError
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(common, "save_run", save_then_die)
+        with pytest.raises(KilledError):
+            yield
 
 
 def run_cli(*args) -> int:
@@ -260,8 +280,9 @@ def test_v1_resume_matches_uninterrupted_run(celeba, tmp_path, capsys):
     from stargan_train.solver_v1 import V1Trainer as T
     cfg = v1_config("tiny", attrs=ATTRS.split(","), image_size=32, conv_dim=8, repeat_num=1,
                     d_conv_dim=8, d_repeat_num=4, batch=4, iters=6, log_every=1,
-                    sample_every=0, ckpt_every=3, stop_at=3, decay_iters=3, ae_iters=2)
-    T(celeba, part, cfg, quiet=True).train()
+                    sample_every=0, ckpt_every=3, decay_iters=3, ae_iters=2)
+    with killed_after_checkpoint(3):
+        T(celeba, part, cfg, quiet=True).train()
     state = torch.load(part / "checkpoint.pt", weights_only=True)   # tensors/primitives only
     assert state["iter"] == 3
     assert run_cli(*base, "--out", part, "--resume") == 0
@@ -404,8 +425,9 @@ def test_v2_train_resume_and_bundle(folders, tmp_path):
 
     cfg = v2_config("tiny", image_size=32, dim_in=8, max_conv_dim=16, style_dim=8,
                     latent_dim=4, hidden_dim=16, batch=4, iters=4, ds_iters=4, log_every=1,
-                    sample_every=0, ckpt_every=2, stop_at=2, ae_iters=1)
-    V2Trainer(folders, part, cfg, quiet=True).train()
+                    sample_every=0, ckpt_every=2, ae_iters=1)
+    with killed_after_checkpoint(2):
+        V2Trainer(folders, part, cfg, quiet=True).train()
     assert run_cli(*base, "--out", part, "--resume") == 0
     resumed = loss_rows(part)
     for it in (3, 4):

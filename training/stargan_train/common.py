@@ -3,6 +3,8 @@ load with ``torch.load(weights_only=True)``, RNG state capture, EMA, progress/me
 sample-grid PNGs and the linear learning-rate schedule."""
 from __future__ import annotations
 
+import abc
+
 import errno
 import json
 import math
@@ -426,9 +428,10 @@ def primitive(value):
     return str(value)
 
 
-class Trainer:
+class Trainer(abc.ABC):
     """What every solver's run has (device, process group, threads, iteration counters);
-    ``train()`` runs ``run_training``, which the subclass feeds through the methods it lists."""
+    ``train()`` runs ``run_training``, which calls the hooks below. A solver sets ARCH, RUN_KEYS
+    and ``report`` (its data summary) and implements every abstract method."""
 
     ARCH = ""        # "v1" / "v2": names the checkpoint format
     RUN_KEYS = ()    # settings a resumed run must share with its checkpoint
@@ -446,6 +449,35 @@ class Trainer:
     def train(self) -> dict:
         return run_training(self)
 
+    @abc.abstractmethod
+    def step(self, it: int) -> dict:
+        """One training iteration (reading ``self.sched_it``); returns its losses by name."""
+
+    @abc.abstractmethod
+    def state(self) -> dict:
+        """This solver's part of the checkpoint: tensors and primitives only."""
+
+    @abc.abstractmethod
+    def load_state(self, state: dict) -> None:
+        """Restore what ``state()`` returned."""
+
+    @abc.abstractmethod
+    def sample(self, path: Path) -> None:
+        """Write a sample grid of the current model to ``path``."""
+
+    @abc.abstractmethod
+    def write_bundle(self, path: Path, include_discriminator: bool = True, name: str = "",
+                     stopped_early: bool = False):
+        """Write the trained model as a bundle; returns the Bundle."""
+
+    @abc.abstractmethod
+    def progress_losses(self, avg: dict) -> dict:
+        """The losses the progress bar shows, from the interval's averages."""
+
+    @abc.abstractmethod
+    def learning_rates(self) -> dict:
+        """The current learning rates by name (logged each interval)."""
+
 
 THREADS_CHECK_EVERY = 50  # iterations between re-checks of --threads -1 (auto)
 
@@ -454,11 +486,7 @@ def run_training(trainer) -> dict:
     """The training loop both solvers share: resume or refuse an existing run, step, log,
     sample, checkpoint every ``ckpt_every`` (and when the time cap is hit), write the bundle.
 
-    ``trainer`` provides ARCH, RUN_KEYS, cfg, out, dist, resume, it, report, device, quiet,
-    state() / load_state(state) (its part of the checkpoint, see save_run / resume_run),
-    step(it) (reading self.sched_it, set here), sample(path), write_bundle(path,
-    stopped_early=...), progress_losses(avg) (what the progress bar shows) and learning_rates()
-    (logged each interval)."""
+    ``trainer`` is a Trainer: its hooks are declared there."""
     cfg, out = trainer.cfg, trainer.out
     if trainer.dist.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -517,9 +545,6 @@ def run_training(trainer) -> dict:
         if over and trainer.it < cfg["iters"]:
             stopped_early = True
             break
-        if cfg.get("stop_at") and trainer.it >= cfg["stop_at"]:
-            save_run(trainer)  # tests: behave like a run killed right after this checkpoint
-            return {"iterations": trainer.it, "stopped_at": trainer.it}
     log.done()
     summary = {"iterations": trainer.it, "seconds": round(time.perf_counter() - t_start, 1),
                "stopped_early": stopped_early, "resumed": resumed}
