@@ -71,6 +71,25 @@ def build_attribute_classifier(outputs: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+# Small CPU run at 64 px: a narrow G (conv_dim 16, 3 residual blocks), a 5-layer D, batch 8,
+# a G step after every D step. Its additions to the paper's loop, each a setting (why:
+# docs/TRAINING-NOTES.md): G first learns to return its input (ae_iters, at ae_lr) while
+# D's head and C learn the labels; G's adversarial weight 0.1 (with the gradient penalty the
+# critic's pull is otherwise ten times the identity terms'); identity (lambda_id) and
+# "change no more than needed" (lambda_keep) L1 terms; 3/4 of the targets single test-style
+# edits (p_single); D's inputs shifted by up to 1/8 (augment); an EMA generator; G also
+# judged by a separate classifier (lambda_cls_aux: D's head misses subtle smiles); bf16
+# autocast; threads from the machine's idle cores. Stops at max_minutes with the learning
+# rate decayed on time.
+_TINY = dict(image_size=64, conv_dim=16, repeat_num=3, d_conv_dim=32, d_repeat_num=5,
+             lambda_cls=2.0, lambda_cls_g=2.0, lambda_cls_aux=2.0, lambda_rec=10.0,
+             lambda_gp=10.0, n_critic=1,
+             g_lr=2e-4, d_lr=2e-4, beta1=0.5, beta2=0.999, batch=8, iters=5000,
+             decay_iters=2500, p_single=0.75, augment=0.125, ema_beta=0.999, lambda_id=10.0,
+             lambda_keep=2.0, ae_iters=1000, ae_lr=1e-3, lambda_adv=0.1, bf16=True,
+             channels_last=False, ckpt_every=100, sample_every=100, log_every=10,
+             max_minutes=20.0, threads=-1)
+
 PRESETS = {
     # Official StarGAN v1 (CelebA, 128 px).
     "paper": dict(image_size=128, conv_dim=64, repeat_num=6, d_conv_dim=64, d_repeat_num=6,
@@ -82,34 +101,11 @@ PRESETS = {
                   bf16=False,
                   channels_last=False, ckpt_every=10000, sample_every=1000, log_every=10,
                   max_minutes=0.0, threads=0),
-    # Small CPU run at 64 px: a narrow G (conv_dim 16, 3 residual blocks), a 5-layer D, batch 8,
-    # a G step after every D step. Its additions to the paper's loop, each a setting (why:
-    # docs/TRAINING-NOTES.md): G first learns to return its input (ae_iters, at ae_lr) while
-    # D's head and C learn the labels; G's adversarial weight 0.1 (with the gradient penalty the
-    # critic's pull is otherwise ten times the identity terms'); identity (lambda_id) and
-    # "change no more than needed" (lambda_keep) L1 terms; 3/4 of the targets single test-style
-    # edits (p_single); D's inputs shifted by up to 1/8 (augment); an EMA generator; G also
-    # judged by a separate classifier (lambda_cls_aux: D's head misses subtle smiles); bf16
-    # autocast; threads from the machine's idle cores. Stops at max_minutes with the learning
-    # rate decayed on time.
-    "tiny": dict(image_size=64, conv_dim=16, repeat_num=3, d_conv_dim=32, d_repeat_num=5,
-                 lambda_cls=2.0, lambda_cls_g=2.0, lambda_cls_aux=2.0, lambda_rec=10.0,
-                 lambda_gp=10.0, n_critic=1,
-                 g_lr=2e-4, d_lr=2e-4, beta1=0.5, beta2=0.999, batch=8, iters=5000,
-                 decay_iters=2500, p_single=0.75, augment=0.125, ema_beta=0.999, lambda_id=10.0,
-                 lambda_keep=2.0, ae_iters=1000, ae_lr=1e-3, lambda_adv=0.1, bf16=True,
-                 channels_last=False, ckpt_every=100, sample_every=100, log_every=10,
-                 max_minutes=20.0, threads=-1),
+    "tiny": _TINY,
     # The shipped demo models: tiny's settings with a longer schedule (about 2 hours on a quiet
     # 2-core CPU; --max-minutes shortens it, schedules following the time).
-    "demo": dict(image_size=64, conv_dim=16, repeat_num=3, d_conv_dim=32, d_repeat_num=5,
-                 lambda_cls=2.0, lambda_cls_g=2.0, lambda_cls_aux=2.0, lambda_rec=10.0,
-                 lambda_gp=10.0, n_critic=1,
-                 g_lr=2e-4, d_lr=2e-4, beta1=0.5, beta2=0.999, batch=8, iters=20000,
-                 decay_iters=8000, p_single=0.75, augment=0.125, ema_beta=0.999, lambda_id=10.0,
-                 lambda_keep=2.0, ae_iters=1500, ae_lr=1e-3, lambda_adv=0.1, bf16=True,
-                 channels_last=False, ckpt_every=200, sample_every=200, log_every=10,
-                 max_minutes=120.0, threads=-1),
+    "demo": dict(_TINY, iters=20000, decay_iters=8000, ae_iters=1500, ckpt_every=200,
+                 sample_every=200, max_minutes=120.0),
 }
 
 # Settings a resumed run must share with the checkpoint.

@@ -30,6 +30,19 @@ from stargan_rt.models.v2 import DiscriminatorV2, GeneratorV2, MappingNetwork, S
 from . import common
 from .data import V2Batches, load_folders, split_holdout
 
+# Small CPU run at 64 px: narrow networks, a 64-wide mapping network with a 10x larger F
+# learning rate than the paper's (1e-6 barely moves F in a few hundred steps) and a faster
+# EMA (0.99) so the short run's EMA weights are not dominated by the initialisation. Its
+# additions (see the module docstring): a warm-up in which G returns its input from E's and
+# F's styles of the input's own domain, adversarial weight 0.3, identity and keep L1 terms.
+_TINY = dict(image_size=64, dim_in=16, max_conv_dim=64, style_dim=16, latent_dim=8,
+             hidden_dim=64, w_hpf=0.0, lambda_reg=1.0, lambda_sty=1.0, lambda_ds=1.0,
+             ds_iters=1500, lambda_cyc=1.0, lr=2e-4, f_lr=2e-5, beta1=0.0, beta2=0.99,
+             weight_decay=1e-4, ema_beta=0.99, batch=8, iters=1500, bf16=True,
+             lambda_id=5.0, lambda_keep=2.0, ae_iters=400, ae_lr=1e-3, lambda_adv=0.3,
+             channels_last=False, ckpt_every=50, sample_every=50, log_every=10,
+             max_minutes=20.0, threads=-1)
+
 PRESETS = {
     # Official StarGAN v2 (CelebA-HQ: lambda_ds 1, w_hpf 1 with FAN; AFHQ: lambda_ds 2, w_hpf 0).
     "paper": dict(image_size=256, dim_in=None, max_conv_dim=512, style_dim=64, latent_dim=16,
@@ -39,27 +52,11 @@ PRESETS = {
                   lambda_id=0.0, lambda_keep=0.0, ae_iters=0, ae_lr=0.0, lambda_adv=1.0,
                   channels_last=False, ckpt_every=5000, sample_every=5000, log_every=10,
                   max_minutes=0.0, threads=0),
-    # Small CPU run at 64 px: narrow networks, a 64-wide mapping network with a 10x larger F
-    # learning rate than the paper's (1e-6 barely moves F in a few hundred steps) and a faster
-    # EMA (0.99) so the short run's EMA weights are not dominated by the initialisation. Its
-    # additions (see the module docstring): a warm-up in which G returns its input from E's and
-    # F's styles of the input's own domain, adversarial weight 0.3, identity and keep L1 terms.
-    "tiny": dict(image_size=64, dim_in=16, max_conv_dim=64, style_dim=16, latent_dim=8,
-                 hidden_dim=64, w_hpf=0.0, lambda_reg=1.0, lambda_sty=1.0, lambda_ds=1.0,
-                 ds_iters=1500, lambda_cyc=1.0, lr=2e-4, f_lr=2e-5, beta1=0.0, beta2=0.99,
-                 weight_decay=1e-4, ema_beta=0.99, batch=8, iters=1500, bf16=True,
-                 lambda_id=5.0, lambda_keep=2.0, ae_iters=400, ae_lr=1e-3, lambda_adv=0.3,
-                 channels_last=False, ckpt_every=50, sample_every=50, log_every=10,
-                 max_minutes=20.0, threads=-1),
+    "tiny": _TINY,
     # The shipped demo model: tiny's settings with a longer schedule (about 2 hours on a quiet
     # 2-core CPU; --max-minutes shortens it, schedules following the time).
-    "demo": dict(image_size=64, dim_in=16, max_conv_dim=64, style_dim=16, latent_dim=8,
-                 hidden_dim=64, w_hpf=0.0, lambda_reg=1.0, lambda_sty=1.0, lambda_ds=1.0,
-                 ds_iters=6000, lambda_cyc=1.0, lr=2e-4, f_lr=2e-5, beta1=0.0, beta2=0.99,
-                 weight_decay=1e-4, ema_beta=0.99, batch=8, iters=6000, bf16=True,
-                 lambda_id=5.0, lambda_keep=2.0, ae_iters=800, ae_lr=1e-3, lambda_adv=0.3,
-                 channels_last=False, ckpt_every=100, sample_every=100, log_every=10,
-                 max_minutes=120.0, threads=-1),
+    "demo": dict(_TINY, iters=6000, ds_iters=6000, ae_iters=800, ckpt_every=100,
+                 sample_every=100, max_minutes=120.0),
 }
 
 RUN_KEYS = ("domains", "image_size", "dim_in", "max_conv_dim", "style_dim", "latent_dim",
