@@ -10,5 +10,5 @@ mkdir -p out
 .venv/bin/stargan-rt webcam --domain smile --source sample --headless \
     --record out/quickstart.mp4 --stats out/quickstart-stats.json "$@"
 echo "wrote out/quickstart.mp4 and out/quickstart-stats.json"
-echo "the demo model was trained for minutes on synthetic faces: real faces come out blurred."
+echo "the demo model was trained on synthetic faces only: real faces come out blurred."
 echo "For real faces: .venv/bin/stargan-rt pull celeba-128, then --model celeba-128 (README: Real faces)"

@@ -17,7 +17,7 @@ def demo_hint(arch: str) -> str:
     """What to expect from a demo model on real faces, and the one command for real weights."""
     real = {"v1": ("celeba-128", "--domain blond"),
             "v2": ("celeba-hq", "--domain male --ref FACE.jpg")}[arch]
-    return (f"note: demo-{arch} is a small demo trained for minutes on synthetic faces: real faces "
+    return (f"note: demo-{arch} is a small demo trained on synthetic faces only: real faces "
             f"come out blurred. For real faces: `stargan-rt pull {real[0]}`, then "
             f"--model {real[0]} {real[1]}")
 

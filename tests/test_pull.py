@@ -511,7 +511,7 @@ def test_webcam_start_up_lines_for_demo_and_whole_frame_models(site, official, t
     missing = tmp_path / "nope.mp4"
     demo = cli("webcam", "--source", missing, "--headless")
     _refused(demo, 2, "no such file")
-    assert demo.err.count("demo-v1 is a small demo trained for minutes on synthetic faces") == 1
+    assert demo.err.count("demo-v1 is a small demo trained on synthetic faces only") == 1
     assert "`stargan-rt pull celeba-128`, then --model celeba-128" in demo.err
     assert cli("pull", "afhq").code == 0
     afhq = cli("webcam", "--model", "afhq", "--source", missing, "--headless")
