@@ -131,6 +131,12 @@ def runs_as(target: str, precision: str, engine) -> str:
     return precision
 
 
+def _log_built(row: Row, log) -> None:
+    if log:
+        log(f"built {row.label}: {row.build_s} s" if row.skipped is None
+            else f"{row.label}: skipped ({row.skipped})")
+
+
 def project_rows(bundle_path: Path, targets: list[str], precisions: list[str], cache_dir: Path,
                  calib=None, log=None) -> tuple[list[Row], dict]:
     """One row per (target, precision); returns (rows, {target: fp32 Translator})."""
@@ -161,9 +167,7 @@ def project_rows(bundle_path: Path, targets: list[str], precisions: list[str], c
                 if precision == "fp32":
                     fp32[target] = translator
             rows.append(row)
-            if log:
-                log(f"built {row.label}: " + (f"{row.build_s} s" if row.skipped is None
-                                              else f"skipped ({row.skipped})"))
+            _log_built(row, log)
     return rows, fp32
 
 
@@ -216,9 +220,7 @@ def peer_rows(bundle_path: Path, fp32: dict, fp32_graphs: dict[str, Path], frame
             _timed(row, make_nncf)
             row.note = "nncf.quantize defaults, f32 hint for the float parts"
         rows.append(row)
-        if log:
-            log(f"built {row.label}: {row.build_s} s" if not row.skipped
-                else f"{row.label}: skipped ({row.skipped})")
+        _log_built(row, log)
     if "onnxruntime" in fp32:
         row = Row("onnxruntime int8 by quantize_static (peer)", "onnxruntime", "int8", "peer",
                   ceiling=("onnxruntime", "int8"))
@@ -233,7 +235,5 @@ def peer_rows(bundle_path: Path, fp32: dict, fp32_graphs: dict[str, Path], frame
         _timed(row, make_ort)
         row.note = "QDQ, uint8 activations, per-channel int8 weights, MinMax"
         rows.append(row)
-        if log:
-            log(f"built {row.label}: {row.build_s} s" if not row.skipped
-                else f"{row.label}: skipped ({row.skipped})")
+        _log_built(row, log)
     return rows

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from stargan_rt.errors import UserError
 from stargan_rt.imaging import fit_to_model
 from stargan_rt.metrics import psnr, ssim
 from stargan_rt.synth import ATTRIBUTE_FORCE, FOLDER_DOMAINS, Recipe
@@ -103,8 +104,6 @@ def render(recipe: Recipe, file: str, size: int, changes: dict | None = None) ->
 def rerender_sources(recipe: Recipe, files: list[str], images: np.ndarray) -> np.ndarray:
     """The held-out faces re-rendered exactly (no JPEG loss), after checking the recipe really
     made these files: each within a few levels of the decoded file (JPEG loss)."""
-    from stargan_rt.errors import UserError
-
     size = images.shape[1]
     out = np.stack([render(recipe, f, size) for f in files]) if files else images.copy()
     if len(files):
