@@ -216,7 +216,7 @@ class RecordSink(Sink):
         self.last_index = packet.index
         for _ in range(repeat):
             self.writer.write(result)
-        self.frames += repeat
+            self.frames += 1
         return True
 
     def close(self, pipeline) -> None:
@@ -250,11 +250,14 @@ class RecordSink(Sink):
         finally:
             if cap is not None:
                 cap.release()
-        if count != self.frames or not first:
+        # fewer frames than written is a failed file; one more than counted is a frame an
+        # interrupt (SIGINT) landed on between writing it and counting it: the file is the truth
+        if count < self.frames or not first:
             raise UserError(f"--record {self.path}: the recording failed: {self.frames} frames "
                             f"were written but the file ({size} bytes) holds "
                             f"{count if first else 0} readable ones (disk full or a size "
                             "limit?); nothing was kept: free space or record elsewhere")
+        self.frames = count
 
 
 # ---------------------------------------------------------------------------------------------
