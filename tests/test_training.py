@@ -178,6 +178,15 @@ def test_schedules_follow_the_time_budget():
     assert common.TrainClock(before=30.0).total() >= 30.0
 
 
+def test_gan_ramp_rises_after_the_warm_up():
+    cfg = {"ae_iters": 100, "gan_ramp": 50}
+    assert common.gan_ramp(100, cfg) == pytest.approx(1 / 50)     # first GAN iteration
+    assert common.gan_ramp(124, cfg) == pytest.approx(25 / 50)
+    assert common.gan_ramp(149, cfg) == 1.0 and common.gan_ramp(5000, cfg) == 1.0
+    assert common.gan_ramp(100, {"ae_iters": 100, "gan_ramp": 0}) == 1.0   # off: full weight
+    assert common.gan_ramp(0, {}) == 1.0                                   # the paper's config
+
+
 def test_auto_threads_use_idle_cores(monkeypatch):
     before = torch.get_num_threads()
     monkeypatch.setattr(os, "cpu_count", lambda: 2)

@@ -258,6 +258,17 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float, step: 
         be.copy_(bm)
 
 
+def gan_ramp(it: int, cfg: dict) -> float:
+    """Factor (0..1] on G's adversarial and classification weights in the first ``gan_ramp``
+    iterations after the warm-up, rising linearly. Why: the critic is untrained when the GAN
+    phase starts, and at full weight its first gradients undid the warm-up's reconstruction
+    (identity L1 0.08 -> 0.33 within 150 iterations, recovered only over thousands)."""
+    ramp = cfg.get("gan_ramp", 0) or 0
+    if ramp <= 0:
+        return 1.0
+    return min(1.0, (it - cfg.get("ae_iters", 0) + 1) / ramp)
+
+
 def linear_decay_lr(base: float, it: int, total: int, decay_iters: int) -> float:
     """Learning rate for iteration ``it`` (0-based): constant, then linearly to 0 over the last
     ``decay_iters`` iterations (what the StarGAN v1 paper describes). The official code instead

@@ -86,7 +86,7 @@ _TINY = dict(image_size=64, conv_dim=16, repeat_num=3, d_conv_dim=32, d_repeat_n
              lambda_gp=10.0, n_critic=1,
              g_lr=2e-4, d_lr=2e-4, beta1=0.5, beta2=0.999, batch=8, iters=5000,
              decay_iters=2500, p_single=0.75, augment=0.125, ema_beta=0.999, lambda_id=10.0,
-             lambda_keep=2.0, ae_iters=1000, ae_lr=1e-3, lambda_adv=0.1, bf16=True,
+             lambda_keep=2.0, ae_iters=1000, ae_lr=1e-3, lambda_adv=0.1, gan_ramp=0, bf16=True,
              channels_last=False, ckpt_every=100, sample_every=100, log_every=10,
              max_minutes=20.0, threads=-1)
 
@@ -97,14 +97,15 @@ PRESETS = {
                   lambda_gp=10.0, n_critic=5,
                   g_lr=1e-4, d_lr=1e-4, beta1=0.5, beta2=0.999, batch=16, iters=200000,
                   decay_iters=100000, p_single=0.0, augment=0.0, ema_beta=0.0, lambda_id=0.0,
-                  lambda_keep=0.0, ae_iters=0, ae_lr=0.0, lambda_adv=1.0,
+                  lambda_keep=0.0, ae_iters=0, ae_lr=0.0, lambda_adv=1.0, gan_ramp=0,
                   bf16=False,
                   channels_last=False, ckpt_every=10000, sample_every=1000, log_every=10,
                   max_minutes=0.0, threads=0),
     "tiny": _TINY,
     # The shipped demo models: tiny's settings with a longer schedule (about 2 hours on a quiet
     # 2-core CPU; --max-minutes shortens it, schedules following the time).
-    "demo": dict(_TINY, iters=20000, decay_iters=8000, ae_iters=1500, ckpt_every=200,
+    "demo": dict(_TINY, iters=20000, decay_iters=8000, ae_iters=3000, gan_ramp=1000,
+                 ckpt_every=200,
                  sample_every=200, max_minutes=120.0),
 }
 
@@ -114,6 +115,7 @@ RUN_KEYS = ("dataset", "attrs", "image_size", "conv_dim", "repeat_num", "d_conv_
             "lambda_gp", "n_critic",
             "g_lr", "d_lr", "beta1", "beta2", "batch", "iters", "decay_iters", "p_single",
             "augment", "ema_beta", "lambda_id", "lambda_keep", "ae_iters", "ae_lr", "lambda_adv",
+            "gan_ramp",
             "bf16", "seed", "world")
 
 
@@ -384,9 +386,10 @@ class V1Trainer(common.Trainer):
                                  if self.C is not None else torch.zeros(()))
                     x_rec = self.G(x_fake, c_org)
                     g_rec = (x.float() - x_rec.float()).abs().mean()
-                g_loss = (cfg["lambda_adv"] * g_fake + cfg["lambda_rec"] * g_rec
-                          + cfg["lambda_cls_g"] * g_cls + cfg["lambda_cls_aux"] * g_cls_aux
-                          + lambda_id * g_id + lambda_keep * g_keep)
+                ramp = common.gan_ramp(it, cfg)
+                g_loss = (ramp * (cfg["lambda_adv"] * g_fake + cfg["lambda_cls_g"] * g_cls
+                                  + cfg["lambda_cls_aux"] * g_cls_aux)
+                          + cfg["lambda_rec"] * g_rec + lambda_id * g_id + lambda_keep * g_keep)
                 self.g_opt.zero_grad(set_to_none=True)
                 g_loss.backward()
                 self.dist.average_gradients([self.G])

@@ -9,7 +9,8 @@ ds_iters. EMA copies of G, F, E (beta ema_beta); the bundle holds the EMA weight
 the FAN face masks feed the generator's high-pass skip path (FAN weights required).
 
 Not in the paper, all off in the ``paper`` preset: a warm-up (ae_iters) in which G, E and F learn
-G(x, s) = x for s = E(x, y_org) and s = F(z, y_org); lambda_adv on G's adversarial term;
+G(x, s) = x for s = E(x, y_org) and s = F(z, y_org); lambda_adv on G's adversarial term (and
+gan_ramp: it and the diversity term rise linearly over the first iterations after the warm-up);
 lambda_id * L1(G(x, s_own), x) with s_own = F(z2, y_org) (latent step) or E(x, y_org) (reference
 step); lambda_keep * L1(G(x, s_trg), x). Why: see the v1 solver.
 """
@@ -39,7 +40,7 @@ _TINY = dict(image_size=64, dim_in=16, max_conv_dim=64, style_dim=16, latent_dim
              hidden_dim=64, w_hpf=0.0, lambda_reg=1.0, lambda_sty=1.0, lambda_ds=1.0,
              ds_iters=1500, lambda_cyc=1.0, lr=2e-4, f_lr=2e-5, beta1=0.0, beta2=0.99,
              weight_decay=1e-4, ema_beta=0.99, batch=8, iters=1500, bf16=True,
-             lambda_id=5.0, lambda_keep=2.0, ae_iters=400, ae_lr=1e-3, lambda_adv=0.3,
+             lambda_id=5.0, lambda_keep=2.0, ae_iters=400, ae_lr=1e-3, lambda_adv=0.3, gan_ramp=0,
              channels_last=False, ckpt_every=50, sample_every=50, log_every=10,
              max_minutes=20.0, threads=-1)
 
@@ -50,20 +51,20 @@ PRESETS = {
                   ds_iters=100000, lambda_cyc=1.0, lr=1e-4, f_lr=1e-6, beta1=0.0, beta2=0.99,
                   weight_decay=1e-4, ema_beta=0.999, batch=8, iters=100000, bf16=False,
                   lambda_id=0.0, lambda_keep=0.0, ae_iters=0, ae_lr=0.0, lambda_adv=1.0,
-                  channels_last=False, ckpt_every=5000, sample_every=5000, log_every=10,
+                  gan_ramp=0, channels_last=False, ckpt_every=5000, sample_every=5000, log_every=10,
                   max_minutes=0.0, threads=0),
     "tiny": _TINY,
     # The shipped demo model: tiny's settings with a longer schedule (about 2 hours on a quiet
     # 2-core CPU; --max-minutes shortens it, schedules following the time).
-    "demo": dict(_TINY, iters=6000, ds_iters=6000, ae_iters=800, ckpt_every=100,
+    "demo": dict(_TINY, iters=6000, ds_iters=6000, ae_iters=1200, gan_ramp=500, ckpt_every=100,
                  sample_every=100, max_minutes=120.0),
 }
 
 RUN_KEYS = ("domains", "image_size", "dim_in", "max_conv_dim", "style_dim", "latent_dim",
             "hidden_dim", "w_hpf", "lambda_reg", "lambda_sty", "lambda_ds", "ds_iters",
             "lambda_cyc", "lr", "f_lr", "beta1", "beta2", "weight_decay", "ema_beta", "batch",
-            "iters", "bf16", "lambda_id", "lambda_keep", "ae_iters", "ae_lr", "lambda_adv", "seed",
-            "world")
+            "iters", "bf16", "lambda_id", "lambda_keep", "ae_iters", "ae_lr", "lambda_adv",
+            "gan_ramp", "seed", "world")
 
 
 def make_config(preset: str, **overrides) -> dict:
@@ -255,7 +256,9 @@ class V2Trainer(common.Trainer):
                     extra["id"] = (self.G(x_real, s_own, masks).float() - x_real).abs().mean()
                 if cfg.get("lambda_keep", 0.0) > 0:  # change no more than the edit needs
                     extra["keep"] = (x_fake.float() - x_real).abs().mean()
-            loss = (cfg["lambda_adv"] * loss_adv + cfg["lambda_sty"] * loss_sty - lambda_ds * loss_ds
+            ramp = common.gan_ramp(self.it, cfg)
+            loss = (ramp * (cfg["lambda_adv"] * loss_adv - lambda_ds * loss_ds)
+                    + cfg["lambda_sty"] * loss_sty
                     + cfg["lambda_cyc"] * loss_cyc
                     + sum(cfg[f"lambda_{k}"] * v for k, v in extra.items()))
             names = ("G", "F", "E") if latent else ("G",)

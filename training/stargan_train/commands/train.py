@@ -73,6 +73,9 @@ def _warm_start_options(parser) -> None:
                              "input's own labels / style); 0 = off (paper)")
     parser.add_argument("--ae-lr", type=options.NON_NEGATIVE, dest="ae_lr",
                         help="learning rate of G (and v2's E and F) during the --ae-iters warm-up")
+    parser.add_argument("--gan-ramp", type=options.COUNT_OR_NONE, dest="gan_ramp",
+                        help="after the warm-up, G's adversarial and classification (v2: "
+                             "diversity) weights rise linearly over N iterations; 0 = off (paper)")
     parser.add_argument("--lambda-keep", type=options.NON_NEGATIVE, dest="lambda_keep",
                         help="weight of L1(G(x, target), x): change no more than the edit needs; "
                              "0 = off (paper)")
