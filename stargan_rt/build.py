@@ -56,6 +56,8 @@ class BuildRequest:
     calib: str | os.PathLike | None = None    # int8 calibration frames (None: built-in faces)
     networks: list[str] | None = None         # None: what the bundle needs (networks_for)
     rebuild: bool = False
+    streams: int = 1                          # concurrent calls each engine serves (a pipeline's
+                                              # frames in flight); 1: lowest latency
 
 
 @dataclass
@@ -104,7 +106,7 @@ def build(request: BuildRequest, log: Log = print) -> BuildResult:
         for net, path in graphs.paths.items():
             engine, info = get_engine(target, path, net,
                                       network_precision(net, request.precision), cache, log,
-                                      rebuild=request.rebuild)
+                                      rebuild=request.rebuild, streams=request.streams)
             engines[net] = engine
             infos.append(info)
     except BaseException:

@@ -40,9 +40,10 @@ class Translator(TargetedTranslator):
 
     @classmethod
     def create(cls, model=None, target: str = "auto", precision: str = "fp32", cache_dir=None,
-               log: Log = print, calib=None, rebuild: bool = False) -> Translator:
+               log: Log = print, calib=None, rebuild: bool = False,
+               streams: int = 1) -> Translator:
         result = build(BuildRequest(model, target, precision, cache_dir, "uint8", calib,
-                                    rebuild=rebuild), log)
+                                    rebuild=rebuild, streams=streams), log)
         for info in result.infos:
             if info.built:
                 log(f"built {info.target} {info.precision} {info.network} engine in "

@@ -98,6 +98,38 @@ def test_closed_engine_refuses_to_run(target, graph, cache):
 
 
 @pytest.mark.parametrize("target", CPU_TARGETS)
+def test_engine_with_streams_serves_concurrent_calls(target, graph, cache):
+    """A 2-stream engine called from 4 threads at once returns each caller its own result."""
+    import threading
+
+    engine, _ = get_engine(target, graph, "generator", "fp32", cache, log=lambda m: None,
+                           streams=2)
+    if target == "openvino":
+        assert "2 streams" in engine.describe()
+    results, errors = {}, []
+
+    def call(seed):
+        try:
+            for _ in range(5):
+                f = feeds(batch=2, seed=seed)
+                out = engine.run(f)["translated"]
+                np.testing.assert_array_equal(out, expected(f["image"], f["labels"])[0])
+            results[seed] = True
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(results) == 4
+    engine.close()
+    with pytest.raises(UserError, match="closed"):
+        engine.run(feeds())
+
+
+@pytest.mark.parametrize("target", CPU_TARGETS)
 def test_engine_runs_and_describes_itself(target, graph, cache):
     engine, info = get_engine(target, graph, "generator", "fp32", cache, log=lambda m: None)
     assert info.built and info.path.is_file() and info.size == info.path.stat().st_size > 0

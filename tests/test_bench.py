@@ -84,13 +84,15 @@ def test_pipeline_mode(cli, tiny, tmp_path):
     out = tmp_path / "pipe"
     result = cli("bench", "--pipeline", "--model", tiny[0], "--target", "onnxruntime",
                  "--precision", "fp32", "--max-frames", "12", "--opencv-threads", "1,default",
-                 "--cache-dir", tiny[2], "--out", out)
+                 "--streams", "1,2", "--cache-dir", tiny[2], "--out", out)
     assert result.code == 0, result
     data = json.loads((out / "bench.json").read_text())
-    assert [r["opencv_threads"] for r in data["pipeline"]] == [1, None]
+    assert [(r["streams"], r["opencv_threads"]) for r in data["pipeline"]] == [
+        (1, 1), (1, None), (2, 1), (2, None)]
     run = data["pipeline"][0]
     assert "640x480" in run["source"]["description"]
-    assert run["frames_out"] == 12 and run["engine_alone_fps"] > 0
+    assert all(r["frames_out"] == 12 for r in data["pipeline"])
+    assert run["engine_alone_fps"] > 0 and data["pipeline"][2]["streams_alone_fps"] > 0
     assert run["stages"]["infer"]["count"] > 0 and run["fps_fraction_of_alone"] > 0
     assert "Live pipeline" in (out / "bench.md").read_text()
     assert cv2.getNumThreads() == threads  # the pipeline's OpenCV thread budget is undone

@@ -182,6 +182,63 @@ def test_live_source_drops_oldest_and_bounds_latency(frames):
     assert s["latency_ms"]["end_to_end"]["p95"] < 1500
 
 
+class JitterTranslator(FakeTranslator):
+    """Calls take 0-20 ms at random, so that with several streams frames finish out of order."""
+
+    def __init__(self):
+        super().__init__()
+        self.rng = np.random.default_rng(0)
+        self.lock = threading.Lock()
+        self.active = self.most_active = 0
+
+    def __call__(self, crops):
+        with self.lock:
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+            delay = float(self.rng.uniform(0, 0.02))
+        time.sleep(delay)
+        try:
+            return super().__call__(crops)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+class Order(Sink):
+    def __init__(self):
+        self.indices, self.results = [], []
+
+    def write(self, result, source, packet, pipeline):
+        self.indices.append(packet.index)
+        self.results.append(result.copy())
+
+
+def test_streams_keep_every_frame_in_order(frames):
+    runs = {}
+    for streams in (1, 3):
+        translator, sink = JitterTranslator(), Order()
+        pipeline = Pipeline(ListSource(frames), translator, FaceStage(64), [sink],
+                            domain="Invert", log=lambda m: None, streams=streams)
+        assert pipeline.run() == 0
+        s = pipeline.summary()
+        assert s["frames_out"] == N_FRAMES and s["frames_dropped"] == 0
+        assert sink.indices == list(range(N_FRAMES))   # put back in order
+        runs[streams] = (sink.results, translator.most_active)
+    assert runs[3][1] > 1 and runs[1][1] == 1           # frames really were in flight at once
+    for one, three in zip(runs[1][0], runs[3][0]):
+        np.testing.assert_array_equal(one, three)
+
+
+def test_live_streams_never_show_an_older_frame(frames):
+    sink = Order()
+    pipeline = Pipeline(ListSource(frames, live=True, fps=100, repeat=4), JitterTranslator(),
+                        FaceStage(64), [sink], domain="Invert", log=lambda m: None, streams=2)
+    assert pipeline.run() == 0
+    s = pipeline.summary()
+    assert sink.indices == sorted(set(sink.indices)) and len(sink.indices) >= 2
+    assert s["frames_dropped"] == s["frames_in"] - s["frames_out"]
+
+
 def test_realtime_paces_a_file(face_video):
     t = time.perf_counter()
     pipeline = Pipeline(open_source(str(face_video)), FakeTranslator(), FaceStage(64), [],

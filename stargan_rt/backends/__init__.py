@@ -63,8 +63,10 @@ def engine_key(target: str, onnx_path: Path, precision: str) -> EngineKey:
 
 
 def get_engine(target: str, onnx_path: Path, network: str, precision: str,
-               cache: EngineCache, log=print, rebuild: bool = False) -> tuple[Engine, BuildInfo]:
-    """Load the cached engine for (ONNX, precision, target, runtime, device) or build it."""
+               cache: EngineCache, log=print, rebuild: bool = False,
+               streams: int = 1) -> tuple[Engine, BuildInfo]:
+    """Load the cached engine for (ONNX, precision, target, runtime, device) or build it;
+    ``streams``: concurrent calls it serves (``Backend.load``)."""
     backend = get_backend(target)
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
@@ -76,7 +78,7 @@ def get_engine(target: str, onnx_path: Path, network: str, precision: str,
     if found.hit and not rebuild:
         start = time.perf_counter()
         try:
-            engine = backend.load(found.path, precision)
+            engine = backend.load(found.path, precision, streams)
             return engine, BuildInfo(network, target, precision, found.path,
                                      found.path.stat().st_size, time.perf_counter() - start, False)
         except UserError as exc:
@@ -90,6 +92,6 @@ def get_engine(target: str, onnx_path: Path, network: str, precision: str,
     path = cache.store(key, network, backend.suffix,
                        lambda tmp: backend.compile(onnx_path, precision, tmp, log, cache))
     seconds = time.perf_counter() - start
-    engine = backend.load(path, precision)
+    engine = backend.load(path, precision, streams)
     return engine, BuildInfo(network, target, precision, path, path.stat().st_size, seconds, True,
                              note)

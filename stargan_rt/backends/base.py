@@ -84,7 +84,10 @@ class Backend:
         such as TensorRT's timing cache)."""
         raise NotImplementedError
 
-    def load(self, path: Path, precision: str) -> Engine:
+    def load(self, path: Path, precision: str, streams: int = 1) -> Engine:
+        """Load a compiled engine. ``streams``: how many calls may run at once, each on its
+        share of the cores (throughput for a pipeline with frames in flight); 1: one call at a
+        time on every core (the lowest latency)."""
         raise NotImplementedError
 
     def require(self, module: str):

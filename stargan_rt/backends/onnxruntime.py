@@ -6,6 +6,7 @@ into the cache so a later start skips the graph optimisation.
 """
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -39,12 +40,15 @@ class OrtEngine(Engine):
     target = TARGET
 
     def __init__(self, path: str | Path, precision: str = "fp32", optimized_out: Path | None = None,
-                 threads: int = 0):
+                 threads: int = 0, streams: int = 1):
         ort = _ort()
         self.path = Path(path)
         self.precision = precision
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        self.streams = streams
+        if streams > 1 and not threads:   # concurrent runs share the cores
+            threads = max(1, (os.cpu_count() or 1) // streams)
         if threads:
             options.intra_op_num_threads = threads
         if optimized_out is not None:
@@ -67,10 +71,13 @@ class OrtEngine(Engine):
         self._lock = threading.Lock()
 
     def _run(self, feeds):
+        # InferenceSession.run may be called from several threads at once (streams > 1); the
+        # lock only guards the hand-over against a concurrent close.
         with self._lock:
-            if self.session is None:
-                raise UserError(f"{self.path}: this ONNX Runtime engine was closed")
-            values = self.session.run(self._names, feeds)
+            session = self.session
+        if session is None:
+            raise UserError(f"{self.path}: this ONNX Runtime engine was closed")
+        values = session.run(self._names, feeds)
         return dict(zip(self._names, values))
 
     def close(self) -> None:
@@ -117,8 +124,8 @@ class OnnxRuntimeBackend(Backend):
         if not out.exists():
             raise UserError(f"ONNX Runtime did not write its optimised model to {out}")
 
-    def load(self, path, precision) -> OrtEngine:
-        return OrtEngine(path, precision)
+    def load(self, path, precision, streams: int = 1) -> OrtEngine:
+        return OrtEngine(path, precision, streams=streams)
 
 
 BACKEND = OnnxRuntimeBackend()

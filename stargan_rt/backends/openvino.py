@@ -8,7 +8,7 @@ maps the Q/DQ pairs onto INT8 kernels). The compiled model is exported
 """
 from __future__ import annotations
 
-import threading
+import queue
 from pathlib import Path
 
 import numpy as np
@@ -47,22 +47,29 @@ def inference_hint(precision: str) -> str:
     return "f32"
 
 
-def _config(precision: str) -> dict:
-    return {"INFERENCE_PRECISION_HINT": inference_hint(precision)}
+def _config(precision: str, streams: int = 1) -> dict:
+    config = {"INFERENCE_PRECISION_HINT": inference_hint(precision)}
+    if streams > 1:   # CPU streams: each runs one request on its share of the cores
+        config["NUM_STREAMS"] = streams
+    return config
 
 
 class OvEngine(Engine):
     target = TARGET
 
-    def __init__(self, compiled, precision: str, path: Path | None):
+    def __init__(self, compiled, precision: str, path: Path | None, streams: int = 1):
         self.compiled = compiled
         self.precision = precision
         self.path = path
+        self.streams = streams
         self.hint = inference_hint(precision)
         self.inputs = [self._spec(port) for port in compiled.inputs]
         self.outputs = [self._spec(port) for port in compiled.outputs]
-        self._request = compiled.create_infer_request()
-        self._lock = threading.Lock()
+        # One infer request per stream: concurrent calls each take a free one.
+        self._free: queue.Queue = queue.Queue()
+        for _ in range(streams):
+            self._free.put(compiled.create_infer_request())
+        self._closed = False
 
     @staticmethod
     def _spec(port) -> TensorSpec:
@@ -70,21 +77,25 @@ class OvEngine(Engine):
         return TensorSpec(port.get_any_name(), shape, np.dtype(port.get_element_type().to_dtype()))
 
     def _run(self, feeds):
-        with self._lock:
-            if self._request is None:
-                raise UserError(f"{self.path}: this OpenVINO engine was closed")
-            self._request.infer(feeds)
-            return {spec.name: self._request.get_tensor(spec.name).data.copy()
+        if self._closed:
+            raise UserError(f"{self.path}: this OpenVINO engine was closed")
+        request = self._free.get()
+        try:
+            request.infer(feeds)
+            return {spec.name: request.get_tensor(spec.name).data.copy()
                     for spec in self.outputs}
+        finally:
+            self._free.put(request)
 
     def close(self) -> None:
-        with self._lock:
-            self._request = None
-            self.compiled = None
+        # Calls in flight keep their request (and through it the compiled model) alive.
+        self._closed = True
+        self.compiled = None
 
     def describe(self) -> str:
+        streams = f", {self.streams} streams" if self.streams > 1 else ""
         return (f"openvino {BACKEND.runtime_version().split('-')[0]} {self.precision} "
-                f"(CPU, {self.hint})")
+                f"(CPU, {self.hint}{streams})")
 
 
 def compile_onnx(onnx_path: Path, precision: str) -> "OvEngine":
@@ -138,15 +149,16 @@ class OpenVinoBackend(Backend):
             blob = engine.compiled.export_model()   # bytes, or a BytesIO in recent releases
         out.write_bytes(blob.getvalue() if hasattr(blob, "getvalue") else blob)
 
-    def load(self, path, precision) -> OvEngine:
+    def load(self, path, precision, streams: int = 1) -> OvEngine:
         ov = _ov()
         try:
-            compiled = ov.Core().import_model(Path(path).read_bytes(), DEVICE, _config(precision))
+            compiled = ov.Core().import_model(Path(path).read_bytes(), DEVICE,
+                                              _config(precision, streams))
         except Exception as exc:
             raise UserError(f"{path}: OpenVINO cannot import this compiled model "
                             f"({str(exc)[:200]}); it is corrupt or from another OpenVINO "
                             "version: rebuild it with `stargan-rt build --target openvino`") from None
-        return OvEngine(compiled, precision, Path(path))
+        return OvEngine(compiled, precision, Path(path), streams)
 
 
 BACKEND = OpenVinoBackend()

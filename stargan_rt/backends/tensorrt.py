@@ -342,7 +342,9 @@ class TensorRtBackend(Backend):
                                         f"{self.device_name()}.cache")
         out.write_bytes(build_plan(onnx_path, timing, log))
 
-    def load(self, path, precision) -> TrtEngine:
+    def load(self, path, precision, streams: int = 1) -> TrtEngine:
+        # One execution context; concurrent calls queue on its lock (streams is a CPU-target
+        # setting: the GPU already overlaps work with the host).
         path = Path(path)
         check_plan_metadata(path)
         return TrtEngine(path.read_bytes(), precision, path)

@@ -74,9 +74,10 @@ def markdown(result: dict) -> str:
 
 def pipeline_markdown(runs: list[dict]) -> list[str]:
     lines = ["### Live pipeline (headless)", "",
-             "| model | engine | mode | OpenCV threads | FPS | engine-alone FPS | FPS / alone | infer p50 ms "
-             "(alone) | detect p50/p95 | infer p50/p95 | paste p50/p95 | end-to-end p50/p95 "
-             "| e2e p50 / engine |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | engine | streams | mode | OpenCV threads | FPS | engine-alone FPS "
+             "(1 stream / N at once) | FPS / best alone | infer p50 ms (alone, same streams) | "
+             "detect p50/p95 | infer p50/p95 | paste p50/p95 | end-to-end p50/p95 "
+             "| e2e p50 / 1-stream engine |", "|" + "---|" * 14]
     for r in runs:
         st = r["stages"]
 
@@ -84,10 +85,12 @@ def pipeline_markdown(runs: list[dict]) -> list[str]:
             s = st.get(name) or {}
             return f"{_fmt(s.get('p50'))}/{_fmt(s.get('p95'))}" if s.get("count") else "-"
         lines.append(
-            f"| {r['model']} | {r['engine']} | {r['mode']} | "
+            f"| {r['model']} | {r['engine']} | {r.get('streams', 1)} | {r['mode']} | "
             f"{r.get('opencv_threads') or 'default'} | {_fmt(r['fps'])} | "
-            f"{_fmt(r['engine_alone_fps'])} | {_fmt(r['fps_fraction_of_alone'], '.2f')} | "
-            f"{_fmt((st.get('infer') or {}).get('p50'))} ({_fmt(r['engine_alone_p50_ms'])}) | "
+            f"{_fmt(r['engine_alone_fps'])} / {_fmt(r.get('streams_alone_fps'))} | "
+            f"{_fmt(r['fps_fraction_of_alone'], '.2f')} | "
+            f"{_fmt((st.get('infer') or {}).get('p50'))} "
+            f"({_fmt(r.get('streams_alone_p50_ms', r['engine_alone_p50_ms']))}) | "
             f"{pp('detect')} | {pp('infer')} | {pp('paste')} | {pp('end_to_end')} | "
             f"{_fmt(r.get('end_to_end_vs_engine'), '.2f')} |")
     lines.append("")

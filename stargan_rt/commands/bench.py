@@ -48,6 +48,9 @@ def register(subparsers) -> None:
     p.add_argument("--opencv-threads", default="1",
                    help="--pipeline: OpenCV threads beside the engine, comma-separated values "
                         "to compare (default 1; 'default' leaves OpenCV's own)")
+    p.add_argument("--streams", default="1,2",
+                   help="--pipeline: frames in inference at once, comma-separated values to "
+                        "compare (default 1,2; the webcam verb's --streams)")
     p.add_argument("--realtime", action="store_true",
                    help="--pipeline: also a run paced at the video's FPS (end-to-end latency)")
     p.add_argument("--max-frames", type=int, default=300, help="--pipeline: frames per run")
@@ -125,15 +128,27 @@ def _pipeline(args, workdir: Path, log) -> dict:
         log(f"source: {args.source} resized to {w}x{h}")
     threads = [None if t.strip() == "default" else int(t)
                for t in args.opencv_threads.split(",")]
+    stream_counts = _list(args.streams, "streams", int)
+    if any(n < 1 for n in stream_counts):
+        raise UserError("--streams values must be >= 1")
     for spec in args.model or ["official-v1"]:
         path = resolve(spec, workdir)
-        translator = Translator.create(str(path), target=args.target, precision=args.precision,
-                                       cache_dir=args.cache_dir or workdir / "cache",
-                                       log=lambda m: None, calib=args.calib)
-        modes = [False, True] if args.realtime else [False]
-        for realtime in modes:
-            for count in threads:
-                result["pipeline"].append(run_pipeline(spec, path, translator, source,
-                                                       realtime, args.max_frames, log, count))
+        made = {}
+        try:
+            for n in sorted(set(stream_counts) | {1}):
+                made[n] = Translator.create(str(path), target=args.target,
+                                            precision=args.precision,
+                                            cache_dir=args.cache_dir or workdir / "cache",
+                                            log=lambda m: None, calib=args.calib, streams=n)
+            modes = [False, True] if args.realtime else [False]
+            for realtime in modes:
+                for n in stream_counts:
+                    for count in threads:
+                        result["pipeline"].append(run_pipeline(
+                            spec, made[n], made[1], source, realtime, args.max_frames, log,
+                            count, n))
+        finally:
+            for translator in made.values():
+                translator.close()
     result["load_average_end"] = machine.load_average()
     return result

@@ -161,7 +161,7 @@ def run_webcam(args) -> int:
     try:
         translator = Translator.create(model=str(model_path), target=args.target,
                                        precision=args.precision, cache_dir=args.cache_dir,
-                                       log=_log)
+                                       log=_log, streams=args.streams)
         domain, labels = _target(args, translator)
         options = StreamOptions(
             realtime=args.realtime, max_frames=args.max_frames, domain=domain, labels=labels,
@@ -169,7 +169,7 @@ def run_webcam(args) -> int:
             parity_every=args.parity_every,
             reference_factory=_reference_factory(model_path) if args.parity_every else None,
             precision=args.precision, log=_log, model_name=str(model_path),
-            side_by_side=args.side_by_side, mirror=args.mirror)
+            side_by_side=args.side_by_side, mirror=args.mirror, streams=args.streams)
         sinks = _sinks(args, headless, serve)
         pipeline = Pipeline(source, translator, _face_stage(args, translator), sinks, options)
     except BaseException:

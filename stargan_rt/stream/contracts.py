@@ -110,6 +110,11 @@ class StreamOptions:
     # worker per core, which made its stages and the engine fight for the same cores; measured
     # with `stargan-rt bench --pipeline --opencv-threads 1,default`).
     opencv_threads: int | None = 1
+    # Frames in inference at once: each of this many inference threads runs one frame on an
+    # engine stream with its share of the cores (``BuildRequest.streams``, built to match).
+    # 1: one frame at a time on every core, the lowest latency; 2 on a few cores: a stage
+    # that preempts the runtime's threads stalls one frame instead of every core's work.
+    streams: int = 1
 
 
 @dataclass

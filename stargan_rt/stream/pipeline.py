@@ -1,10 +1,12 @@
 """The threaded live pipeline: capture -> faces -> engine -> paste + sinks.
 
-Capture, face detection and inference each run in their own thread; paste-back and the sinks
-run in the calling (main) thread, where OpenCV's window must live. Stages are joined by small
-queues. For cameras and ``--realtime`` the queues hold one frame and drop the OLDEST when full, so
-the newest frame always wins and latency stays bounded; a file otherwise goes through frame by
-frame with blocking queues, none dropped, so a recording has every frame.
+Capture, face detection and inference each run in their own thread (inference in
+``options.streams`` threads, frames in flight at once, put back in order before the output);
+paste-back and the sinks run in the calling (main) thread, where OpenCV's window must live.
+Stages are joined by small queues. For cameras and ``--realtime`` the queues hold one frame and
+drop the OLDEST when full, so the newest frame always wins and latency stays bounded; a file
+otherwise goes through frame by frame with blocking queues, none dropped, so a recording has
+every frame.
 """
 from __future__ import annotations
 
@@ -116,10 +118,13 @@ class Pipeline:
         self.stop_reason: str | None = None
         self.error: str | None = None
         self.exit_code = 0
+        self.streams = max(1, int(options.streams))
         depth = 1 if self.lossy else 2
         self.q_detect = DropQueue(depth, self.lossy, self.stop_event)
-        self.q_infer = DropQueue(depth, self.lossy, self.stop_event)
-        self.q_out = DropQueue(2, self.lossy, self.stop_event)
+        self.q_infer = DropQueue(depth if self.lossy else depth + self.streams - 1, self.lossy,
+                                 self.stop_event)
+        self.q_out = DropQueue(2 + self.streams - 1, self.lossy, self.stop_event)
+        self.out_of_order_dropped = 0
         self.q_parity = DropQueue(1 if self.lossy else 2, self.lossy, self.stop_event)
         self.commands: collections.deque = collections.deque()
         # window / web page toggles; mirror flips frames at capture (selfie view)
@@ -240,9 +245,10 @@ class Pipeline:
             self.q_detect.put(Packet(index, frame, t0))
             index += 1
 
-    def _items(self, queue: DropQueue, on_wake=None):
+    def _items(self, queue: DropQueue, on_wake=None, shared: bool = False):
         """Items of a stage queue until the end marker or a stop; ``get`` returns None when it
-        times out, which is when a stop is noticed (and ``on_wake`` runs, if given)."""
+        times out, which is when a stop is noticed (and ``on_wake`` runs, if given). ``shared``:
+        several threads read the queue, so the end marker is put back for the others."""
         while True:
             item = queue.get()
             if on_wake is not None:
@@ -252,6 +258,8 @@ class Pipeline:
                     return
                 continue
             if item is _EOS:
+                if shared:
+                    queue.put(_EOS, final=True)
                 return
             yield item
 
@@ -262,8 +270,11 @@ class Pipeline:
             self.stats.stages["detect"].add((time.perf_counter() - t) * 1000)
             self.q_infer.put(packet)
 
-    def _infer(self) -> None:
-        for packet in self._items(self.q_infer, on_wake=self._handle_commands):
+    def _infer(self, worker: int = 0) -> None:
+        # Live changes are applied by one worker; a frame already in another worker may still
+        # be translated to the previous target.
+        on_wake = self._handle_commands if worker == 0 else None
+        for packet in self._items(self.q_infer, on_wake=on_wake, shared=self.streams > 1):
             if packet.crops is not None and len(packet.crops):
                 t = time.perf_counter()
                 if self.locates_landmarks:
@@ -314,11 +325,45 @@ class Pipeline:
         self.stats.stages["end_to_end"].add((t2 - packet.t0) * 1000)
         self.stats.frame_out()
 
+    def _in_order(self):
+        """Packets from the inference threads in frame order: with several streams a frame can
+        finish before an earlier one. Every frame: wait for the next index. Live (lossy): a
+        frame older than one already shown is dropped. Ends after every thread's end marker."""
+        pending: dict[int, Packet] = {}
+        ends, next_index, shown = 0, None, -1
+        while True:
+            packet = self.q_out.get(0.1)
+            if packet is _EOS:
+                ends += 1
+                if ends < self.streams:
+                    continue
+                yield from (pending[i] for i in sorted(pending))  # after an error or a stop
+                yield _EOS
+                return
+            if packet is None or self.streams == 1:
+                yield packet
+                continue
+            if self.lossy:
+                if packet.index < shown:
+                    self.out_of_order_dropped += 1
+                    continue
+                shown = packet.index
+                yield packet
+                continue
+            pending[packet.index] = packet
+            if next_index is None:
+                next_index = min(pending)
+            while next_index in pending:
+                yield pending.pop(next_index)
+                next_index += 1
+
     def run(self) -> int:
         """Run until the source ends, a sink quits, max-frames, Ctrl-C or an error."""
-        threads = [self._guard("capture", self._capture, self.q_detect),
-                   self._guard("detect", self._detect, self.q_infer),
-                   self._guard("infer", self._infer, self.q_out)]
+        self._guard("capture", self._capture, self.q_detect)
+        self._guard("detect", self._detect, self.q_infer)
+        infer_threads = [self._guard(f"infer{i}" if i else "infer",
+                                     lambda i=i: self._infer(i), self.q_out)
+                         for i in range(self.streams)]
         if self.live_parity is not None and self.options.reference_factory is not None:
             self._parity_thread = self._guard("parity", self._parity, None)
         t_start = time.perf_counter()
@@ -330,15 +375,14 @@ class Pipeline:
                 sink.open(self)
             for thread in self._threads:
                 thread.start()
-            while True:
-                packet = self.q_out.get(0.1)
+            for packet in self._in_order():
                 if packet is _EOS:
                     break
                 if packet is None:
                     for sink in self.sinks:  # keep the window responsive while waiting
                         if sink.idle(self) is False:
                             self.stop("quit")
-                    if self.stop_event.is_set() and not threads[2].is_alive():
+                    if self.stop_event.is_set() and not any(t.is_alive() for t in infer_threads):
                         break
                     continue
                 try:
@@ -397,7 +441,8 @@ class Pipeline:
     # -- reporting -----------------------------------------------------------------------------
     def dropped(self) -> dict:
         return {"capture->detect": self.q_detect.dropped, "detect->infer": self.q_infer.dropped,
-                "infer->output": self.q_out.dropped, "parity_skipped": self.q_parity.dropped}
+                "infer->output": self.q_out.dropped + self.out_of_order_dropped,
+                "parity_skipped": self.q_parity.dropped}
 
     def _alignment(self) -> str | None:
         if self.faces.no_face:
