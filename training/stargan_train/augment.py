@@ -6,15 +6,10 @@ an independent classifier still sees the old attribute: the smile and glasses fa
 every image the discriminator sees, real and generated alike, by a random few pixels makes both
 of its heads judge position-independent content, so the generator has to draw the feature.
 Colour augmentations are left out on purpose: they would change the hair-colour labels.
-
-``gaussian_blur`` is for the auxiliary classifier (``--cls-blur``): a classifier that only sees
-blurred images cannot be fooled by stripe patterns a few pixels wide, so G has to change the
-picture's coarse content to change its opinion.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def translate(x: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -32,18 +27,3 @@ def translate(x: torch.Tensor, ratio: float) -> torch.Tensor:
     batch = torch.arange(b, device=x.device).view(b, 1, 1)
     # Advanced indexing on (batch, row, col) with channels kept: (b, h, w, c) -> (b, c, h, w).
     return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Per-channel Gaussian blur (5x5 taps for sigma <= 1.25, reflected borders); sigma 0
-    returns x. Gradients flow to ``x``."""
-    if sigma <= 0:
-        return x
-    radius = max(1, int(2 * sigma + 0.5))
-    taps = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float32)
-    kernel = torch.exp(-taps ** 2 / (2 * sigma ** 2))
-    kernel = (kernel / kernel.sum()).to(x.dtype)
-    c = x.shape[1]
-    padded = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    out = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)

@@ -42,7 +42,7 @@ from stargan_rt.errors import UserError
 from stargan_rt.models.v1 import DiscriminatorV1, GeneratorV1
 
 from . import common
-from .augment import gaussian_blur, translate
+from .augment import translate
 from .data import (V1Batches, detect_layout, load_celeba, load_folders, mixed_targets,
                    split_holdout, test_targets)
 
@@ -86,8 +86,7 @@ _TINY = dict(image_size=64, conv_dim=16, repeat_num=3, d_conv_dim=32, d_repeat_n
              lambda_gp=10.0, n_critic=1,
              g_lr=2e-4, d_lr=2e-4, beta1=0.5, beta2=0.999, batch=8, iters=5000,
              decay_iters=2500, p_single=0.75, augment=0.125, ema_beta=0.999, lambda_id=10.0,
-             lambda_keep=2.0, ae_iters=1000, ae_lr=1e-3, lambda_adv=0.1, gan_ramp=0, cls_blur=0.0,
-             bf16=True,
+             lambda_keep=2.0, ae_iters=1000, ae_lr=1e-3, lambda_adv=0.1, gan_ramp=0, bf16=True,
              channels_last=False, ckpt_every=100, sample_every=100, log_every=10,
              max_minutes=20.0, threads=-1)
 
@@ -99,14 +98,14 @@ PRESETS = {
                   g_lr=1e-4, d_lr=1e-4, beta1=0.5, beta2=0.999, batch=16, iters=200000,
                   decay_iters=100000, p_single=0.0, augment=0.0, ema_beta=0.0, lambda_id=0.0,
                   lambda_keep=0.0, ae_iters=0, ae_lr=0.0, lambda_adv=1.0, gan_ramp=0,
-                  cls_blur=0.0, bf16=False,
+                  bf16=False,
                   channels_last=False, ckpt_every=10000, sample_every=1000, log_every=10,
                   max_minutes=0.0, threads=0),
     "tiny": _TINY,
     # The shipped demo models: tiny's settings with a longer schedule (about 2 hours on a quiet
     # 2-core CPU; --max-minutes shortens it, schedules following the time).
     "demo": dict(_TINY, iters=20000, decay_iters=8000, ae_iters=3000, gan_ramp=1000,
-                 lambda_cls_g=0.0, lambda_cls_aux=4.0, cls_blur=1.0, ckpt_every=200,
+                 ckpt_every=200,
                  sample_every=200, max_minutes=120.0),
 }
 
@@ -116,7 +115,7 @@ RUN_KEYS = ("dataset", "attrs", "image_size", "conv_dim", "repeat_num", "d_conv_
             "lambda_gp", "n_critic",
             "g_lr", "d_lr", "beta1", "beta2", "batch", "iters", "decay_iters", "p_single",
             "augment", "ema_beta", "lambda_id", "lambda_keep", "ae_iters", "ae_lr", "lambda_adv",
-            "gan_ramp", "cls_blur",
+            "gan_ramp",
             "bf16", "seed", "world")
 
 
@@ -306,8 +305,7 @@ class V1Trainer(common.Trainer):
         cfg = self.cfg
         self.C.train()
         with common.autocast(cfg["bf16"], self.device):
-            seen = gaussian_blur(translate(x, cfg["augment"]), cfg.get("cls_blur", 0.0))
-            c_loss = self._cls_loss(self._d_cls_slice(self.C(seen), which),
+            c_loss = self._cls_loss(self._d_cls_slice(self.C(translate(x, cfg["augment"])), which),
                                     label_org, "celeba" if which == "celeba" else "rafd")
         self.c_opt.zero_grad(set_to_none=True)
         c_loss.backward()
@@ -383,9 +381,8 @@ class V1Trainer(common.Trainer):
                     out_src, out_cls = self.D(seen)
                     g_fake = -out_src.float().mean()
                     g_cls = self._cls_loss(self._d_cls_slice(out_cls, which), label_trg, cls_kind)
-                    g_cls_aux = (self._cls_loss(
-                        self._d_cls_slice(self.C(gaussian_blur(seen, cfg.get("cls_blur", 0.0))),
-                                          which), label_trg, cls_kind)
+                    g_cls_aux = (self._cls_loss(self._d_cls_slice(self.C(seen), which),
+                                                label_trg, cls_kind)
                                  if self.C is not None else torch.zeros(()))
                     x_rec = self.G(x_fake, c_org)
                     g_rec = (x.float() - x_rec.float()).abs().mean()

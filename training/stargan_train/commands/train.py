@@ -73,10 +73,6 @@ def _warm_start_options(parser) -> None:
                              "input's own labels / style); 0 = off (paper)")
     parser.add_argument("--ae-lr", type=options.NON_NEGATIVE, dest="ae_lr",
                         help="learning rate of G (and v2's E and F) during the --ae-iters warm-up")
-    parser.add_argument("--cls-blur", type=options.NON_NEGATIVE, dest="cls_blur",
-                        help="v1: the auxiliary classifier sees images blurred with this Gaussian "
-                             "sigma in pixels (its training and G's loss), so stripe patterns "
-                             "cannot fool it; 0 = off")
     parser.add_argument("--gan-ramp", type=options.COUNT_OR_NONE, dest="gan_ramp",
                         help="after the warm-up, G's adversarial and classification (v2: "
                              "diversity) weights rise linearly over N iterations; 0 = off (paper)")
