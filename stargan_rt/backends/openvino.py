@@ -77,9 +77,14 @@ class OvEngine(Engine):
         return TensorSpec(port.get_any_name(), shape, np.dtype(port.get_element_type().to_dtype()))
 
     def _run(self, feeds):
-        if self._closed:
-            raise UserError(f"{self.path}: this OpenVINO engine was closed")
-        request = self._free.get()
+        while True:   # wait for a free request; a close meanwhile ends the wait
+            if self._closed:
+                raise UserError(f"{self.path}: this OpenVINO engine was closed")
+            try:
+                request = self._free.get(timeout=0.1)
+                break
+            except queue.Empty:
+                continue
         try:
             request.infer(feeds)
             return {spec.name: request.get_tensor(spec.name).data.copy()
@@ -88,9 +93,14 @@ class OvEngine(Engine):
             self._free.put(request)
 
     def close(self) -> None:
-        # Calls in flight keep their request (and through it the compiled model) alive.
+        # Idle requests are released now; a call in flight keeps its own until it returns.
         self._closed = True
         self.compiled = None
+        while True:
+            try:
+                self._free.get_nowait()
+            except queue.Empty:
+                return
 
     def describe(self) -> str:
         streams = f", {self.streams} streams" if self.streams > 1 else ""
