@@ -330,7 +330,7 @@ class Pipeline:
         finish before an earlier one. Every frame: wait for the next index. Live (lossy): a
         frame older than one already shown is dropped. Ends after every thread's end marker."""
         pending: dict[int, Packet] = {}
-        ends, next_index, shown = 0, None, -1
+        ends, next_index, shown = 0, 0, -1   # every frame: capture numbers them from 0, no gaps
         while True:
             packet = self.q_out.get(0.1)
             if packet is _EOS:
@@ -351,8 +351,6 @@ class Pipeline:
                 yield packet
                 continue
             pending[packet.index] = packet
-            if next_index is None:
-                next_index = min(pending)
             while next_index in pending:
                 yield pending.pop(next_index)
                 next_index += 1
