@@ -89,8 +89,9 @@ def run_pipeline(model_spec: str, translator, single, source_spec: str = "sample
     from stargan_rt.stream.pipeline import Pipeline
     from stargan_rt.stream.sources import open_source
 
-    for t in {id(translator): translator, id(single): single}.values():
-        set_target(t)
+    set_target(translator)
+    if single is not translator:
+        set_target(single)
     size = translator.image_size
 
     def measure():
