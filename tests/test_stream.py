@@ -11,7 +11,8 @@ import pytest
 
 from stargan_rt.errors import UserError
 from stargan_rt.stream.contracts import Sink, SourceNeed
-from stargan_rt.stream.faces import FaceStage, feather_mask, square_bounds, square_for
+from stargan_rt.stream.faces import (FaceStage, FaceTracker, HaarDetector, _iou, feather_mask,
+                                     square_bounds, square_for)
 from stargan_rt.stream.pipeline import DropQueue, Pipeline
 from stargan_rt.stream.sinks import CallbackSink, RecordSink, handle_key
 from stargan_rt.stream.sources import SAMPLE_VIDEO, open_source
@@ -151,6 +152,37 @@ def test_crops_are_levelled_like_celeba_aligned_photos():
     outside = np.ones(turned.shape[:2], bool)
     outside[y0:y1, x0:x1] = False
     assert np.array_equal(out[outside], turned[outside])
+
+
+class CountingDetector(HaarDetector):
+    """Counts whole-frame scans."""
+    scans = 0
+
+    def detect_weighted(self, grey, scale):
+        self.scans += 1
+        return super().detect_weighted(grey, scale)
+
+
+def test_tracked_faces_are_detected_again_in_their_region(frames):
+    # a moving, zooming, rolling face: searched only around its track, it gives the same boxes
+    # as scanning the whole frame every time, with one whole-frame scan (the first)
+    detector = CountingDetector()
+    regional = FaceTracker(detector, every=1, scan_every=1000)
+    whole = FaceTracker(every=1, scan_every=1)
+    for frame in frames:
+        near, full = regional.update(frame), whole.update(frame)
+        assert len(near) == len(full) == 1
+        assert _iou(near[0][0], full[0][0]) > 0.8
+    assert detector.scans == 1
+
+
+def test_a_face_lost_from_its_region_falls_back_to_a_whole_frame_scan(frames):
+    detector = CountingDetector()
+    tracker = FaceTracker(detector, every=1, scan_every=1000)
+    assert len(tracker.update(frames[0])) == 1
+    shifted = np.roll(frames[0], frames[0].shape[1] // 2, axis=1)  # the face jumps away
+    tracker.update(shifted)
+    assert detector.scans == 2
 
 
 def test_boxes_are_smooth_on_a_still_face(frames):
