@@ -164,7 +164,11 @@ def prepare_graphs(bundle: Bundle, target: str, precision: str, cache: EngineCac
 
             form = int8_form(target)
             ext = FORMS[form]
-        suffix = choice.precision if choice.precision != "int8" else f"int8-{_calib_id(calib)}"
+        suffix = choice.precision
+        if choice.precision == "int8":  # the calibration frames and the guard shape the graph
+            from stargan_rt.export.int8 import INT8_MIN_PSNR
+
+            suffix = f"int8-{_calib_id(calib)}-g{INT8_MIN_PSNR:g}"
         if form and form != "qdq":
             suffix += f"-{form}"
         path = folder / f"{net}.{io}.{suffix}{'.fused' if choice.fuse_adain else ''}{ext}"

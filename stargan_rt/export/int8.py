@@ -7,7 +7,7 @@ arithmetic or the frame I/O), int8 symmetric activations (zero point 0), per-cha
 weights (Conv axis 0, ConvTranspose axis 1), no output quantization, float biases. Calibrated
 (99.99th percentile of |x| up to 128 px, max |x| above) on >= 256 real frames; the first and
 last conv (image in / out, 3 channels) stay fp32. Accuracy guard: the int8 graph is compared
-with the fp32 graph on 32 of the calibration frames; below INT8_MIN_PSNR (32 dB) convs go back to
+with the fp32 graph on 32 of the calibration frames; below INT8_MIN_PSNR (31 dB) convs go back to
 fp32 from the input side, 1, 2, 4, ... more at a time, until it passes (recorded in the metadata
 key ``int8``). Everything not quantized stays fp32. Quantize the unfused graph (ORT has to run it
 to calibrate), then fuse AdaIN:
@@ -27,7 +27,10 @@ from stargan_rt.export.onnx_io import get_metadata
 from stargan_rt.metrics import worst_psnr
 
 QUANTIZED_OPS = ["Conv", "ConvTranspose"]
-INT8_MIN_PSNR = 32.0  # dB vs the fp32 graph; parity checks >= 30 dB against PyTorch
+# dB vs the fp32 graph on calibration frames. Parity checks >= 30 dB against PyTorch on held-out
+# frames: 1 dB of margin. At 32 the guard kept convolutions of the official-size v1 in fp32 that
+# NNCF's own defaults quantize at 31.7 dB, which cost 1.2x in speed for 0.4 dB (`stargan-rt bench`).
+INT8_MIN_PSNR = 31.0
 CHECK_FRAMES = 32
 # onnxruntime CalibrationMethod: Percentile (99.99th, more convs stay int8 at the same PSNR) up
 # to PERCENTILE_MAX_SIZE px; above, MinMax: the percentile histograms sort every activation of
