@@ -77,6 +77,26 @@ def test_openvino_int8_is_quantized_by_nncf(built):
     assert _psnr(int8(faces), fp32(faces)) >= 30
 
 
+@pytest.mark.skipif(not HAVE_NNCF, reason="nncf is not installed (pip install nncf)")
+def test_nncf_guard_falls_back_to_convolutions_then_float_convolutions(built, tmp_path):
+    # a check no int8 graph passes: the guard goes through every stage and ends with all
+    # convolutions in float (their FakeQuantize nodes bypassed), close to fp32
+    from stargan_rt.export.calibration import load_calibration_frames
+    from stargan_rt.export.int8_nncf import to_openvino_int8
+
+    bundle, cache = built
+    _translator(bundle, cache, "openvino", "fp32")
+    source = next(cache.rglob("generator.uint8.fp32.onnx"))
+    logs = []
+    info = to_openvino_int8(source, tmp_path / "g.xml", load_calibration_frames(None, SIZE),
+                            min_psnr=99.0, log=logs.append)
+    assert info["scheme"] == "nncf, convolutions only"
+    assert info["quantized_convs"] == 0 and info["fp32_convs"] == len(info["float_convs"]) > 2
+    assert "FakeQuantize" not in (tmp_path / "g.xml").read_text()
+    assert info["check_psnr_db"] > 40  # float again, but for NNCF's corrected biases
+    assert any("convolutions only" in line for line in logs)
+
+
 def test_int8_forms():
     from stargan_rt.export.int8_targets import int8_form
 
