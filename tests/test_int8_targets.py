@@ -90,7 +90,7 @@ def test_nncf_guard_falls_back_to_convolutions_then_float_convolutions(built, tm
     logs = []
     info = to_openvino_int8(source, tmp_path / "g.xml", load_calibration_frames(None, SIZE),
                             min_psnr=99.0, log=logs.append)
-    assert info["scheme"] == "nncf, convolutions only"
+    assert info["scheme"].startswith("nncf, convolutions only")
     assert info["quantized_convs"] == 0 and info["fp32_convs"] == len(info["float_convs"]) > 2
     assert "FakeQuantize" not in (tmp_path / "g.xml").read_text()
     assert info["check_psnr_db"] > 40  # float again, but for NNCF's corrected biases
