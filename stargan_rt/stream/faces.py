@@ -168,7 +168,7 @@ class HaarDetector:
     def detect_near(self, grey: np.ndarray, scale: float, box):
         """detect_weighted limited to the neighbourhood of a tracked face box (frame pixels):
         a window twice the box's size, shrunk so that the smallest face looked for (0.7x the
-        box) is ~28 px (the cascade's window is 24), faces up to 1.45x the box. ~1-2 ms of CPU,
+        box) is ~28 px (the cascade's window is 24), faces up to 1.45x the box. A few ms of CPU,
         against ~30 ms for a whole 256 px frame at every scale."""
         x, y, w, h = (float(v) * scale for v in box)
         x0, y0 = max(0, int(x - 0.5 * w)), max(0, int(y - 0.5 * h))
