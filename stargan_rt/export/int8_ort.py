@@ -70,7 +70,8 @@ def quantize_defaults(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
     return Path(out_path)
 
 
-def _quantize_convs(fp32_path: Path, out_path: Path, feeds: dict, exclude: list[str]) -> None:
+def _quantize_convs(fp32_path: Path, out_path: Path, feeds: dict, exclude: list[str],
+                    cache: Path) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     with _quiet():
@@ -78,7 +79,8 @@ def _quantize_convs(fp32_path: Path, out_path: Path, feeds: dict, exclude: list[
                         quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
                         op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=exclude,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        extra_options={"QuantizeBias": True})
+                        extra_options={"QuantizeBias": True},
+                        calibration_cache_path=str(cache))  # the guard's retries reuse it
 
 
 def to_onnxruntime_int8(fp32_path: str | os.PathLike, model: onnx.ModelProto,
@@ -111,16 +113,16 @@ def to_onnxruntime_int8(fp32_path: str | os.PathLike, model: onnx.ModelProto,
     fixed = [convs[-1]] if len(convs) > 2 else []
     order = [c for c in convs if c not in fixed]
     with tempfile.TemporaryDirectory(prefix="stargan-rt-int8-ort-") as tmp:
-        named, out = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        named, out, cache = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx", Path(tmp) / "cal"
         onnx.save(model, str(named))
         reference = _run_batched(named, check_feeds)
         kept, step = 0, 1
-        _quantize_convs(named, out, feeds, fixed)
+        _quantize_convs(named, out, feeds, fixed, cache)
         psnr = _psnr(_run_batched(out, check_feeds), reference)
         while psnr < min_psnr and kept < len(order):
             kept = min(len(order), kept + step)
             step *= 2
-            _quantize_convs(named, out, feeds, fixed + order[:kept])
+            _quantize_convs(named, out, feeds, fixed + order[:kept], cache)
             psnr = _psnr(_run_batched(out, check_feeds), reference)
             if log:
                 log(f"int8 (onnxruntime U8S8) check {psnr:.1f} dB with {kept} more convs in fp32")
