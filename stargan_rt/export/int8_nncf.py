@@ -182,6 +182,7 @@ def to_openvino_int8(fp32_path: str | os.PathLike, out_xml: str | os.PathLike,
     os.replace(tmp_xml, out_xml)
     convs = _conv_names(quantized)
     return {"quantizer": "nncf", "scheme": scheme, "check_psnr_db": round(float(psnr), 2),
-            "check_frames": int(len(check)), "calibration_samples": len(_samples(calib)),
+            "check_frames": int(len(check)),
+            "calibration_samples": len(next(iter(calib.values()))),
             "fp32_convs": len(floats), "quantized_convs": len(convs) - len(floats),
             "float_convs": floats, "min_psnr_db": min_psnr}

@@ -108,8 +108,8 @@ def to_onnxruntime_int8(fp32_path: str | os.PathLike, model: onnx.ModelProto,
     _name_nodes(model)
     convs = [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS]
     # The convolution writing the 3-channel image stays float: its quantized output would step
-    # the picture before tanh. The one reading the image quantizes almost losslessly (its input
-    # is 8-bit already) and is first in line for the guard.
+    # the picture before tanh. The one reading the image is tried in int8 and is the first the
+    # guard returns to fp32 (on the official-size v1 it has to).
     fixed = [convs[-1]] if len(convs) > 2 else []
     order = [c for c in convs if c not in fixed]
     with tempfile.TemporaryDirectory(prefix="stargan-rt-int8-ort-") as tmp:
