@@ -177,8 +177,18 @@ def run_webcam(args) -> int:
         if translator is not None:
             translator.close()
         raise
-    if threading.current_thread() is threading.main_thread():
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         signal.signal(signal.SIGTERM, lambda *_: pipeline.stop("terminated (SIGTERM)"))
+
+        # Ctrl-C asks the pipeline to stop, like SIGTERM, instead of raising KeyboardInterrupt at
+        # whatever line the main thread is on (inside a queue's lock it could leave the lock
+        # held and the threads' join waiting forever); a second Ctrl-C interrupts at once.
+        def on_sigint(*_):
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            pipeline.stop("interrupted (Ctrl-C)")
+        signal.signal(signal.SIGINT, on_sigint)
     _log(f"streaming {source.description} -> {pipeline.engine} {args.precision}, "
          f"{'whole frame' if _whole_frame(args, translator.bundle.manifest) else 'faces'}, "
          f"{'live: newest frame wins' if pipeline.lossy else 'every frame'}; Ctrl-C to stop")
@@ -188,6 +198,9 @@ def run_webcam(args) -> int:
         code = pipeline.run()
     finally:
         translator.close()
+        if main_thread:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     summary = pipeline.summary()
     if args.stats:
         _write_stats(Path(args.stats), summary)
