@@ -475,18 +475,19 @@ class Paster:
         self.size = size
         self.colour_match = colour_match
         self.mask = feather_mask(size)
-        self.ring = (self.mask > 0.02) & (self.mask < 0.98)
-        self.ring_u8 = self.ring.astype(np.uint8)
+        # the feather ring, where the seam is: the colour statistics are taken there
+        self.ring = ((self.mask > 0.02) & (self.mask < 0.98)).astype(np.uint8)
+        self.has_ring = bool(self.ring.any())
         core = feather_mask(size, margin=0.3, softness=0.12)
         self.correction_weight = np.clip(1.0 - core, 0.0, 1.0)[..., None].astype(np.float32)
 
     def match_colour(self, original: np.ndarray, translated: np.ndarray) -> np.ndarray:
-        if not self.ring.any():
+        if not self.has_ring:
             return translated
         lab_o = cv2.cvtColor(original, cv2.COLOR_BGR2LAB)
         lab_t = cv2.cvtColor(translated, cv2.COLOR_BGR2LAB)
-        mu_o, sd_o = (v.ravel() for v in cv2.meanStdDev(lab_o, mask=self.ring_u8))
-        mu_t, sd_t = (v.ravel() for v in cv2.meanStdDev(lab_t, mask=self.ring_u8))
+        mu_o, sd_o = (v.ravel() for v in cv2.meanStdDev(lab_o, mask=self.ring))
+        mu_t, sd_t = (v.ravel() for v in cv2.meanStdDev(lab_t, mask=self.ring))
         gain = np.clip((sd_o + 1.0) / (sd_t + 1.0), 0.5, 2.0)
         # lab_t + w * ((lab_t - mu_t) * gain + mu_o - lab_t), as one multiply-add per pixel
         w = self.correction_weight
@@ -494,7 +495,7 @@ class Paster:
         shift = w * (mu_o - gain * mu_t).astype(np.float32) + np.float32(0.5)
         lab = cv2.multiply(lab_t, scale, dtype=cv2.CV_32F)
         lab = cv2.add(lab, shift)
-        return cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+        return cv2.cvtColor(np.clip(lab, 0, 255, out=lab).astype(np.uint8), cv2.COLOR_LAB2BGR)
 
     def paste(self, frame: np.ndarray, squares, originals: np.ndarray,
               translated: np.ndarray) -> np.ndarray:
