@@ -479,6 +479,22 @@ def test_colour_matching_hides_the_seam(frames):
     assert seam_error(True) < 0.5 * seam_error(False)
 
 
+def test_a_reused_paste_mask_pastes_like_a_fresh_one(frames):
+    from stargan_rt.stream.faces import Paster
+    stage = FaceStage(64)
+    faces, crops = stage.crops(frames[0])
+    squares = [f.square for f in faces]
+    kept = Paster(64)
+    for translated in (255 - crops, crops // 2):  # the second paste reuses the warped mask
+        fresh = Paster(64).paste(frames[0].copy(), squares, crops, translated)
+        assert np.array_equal(kept.paste(frames[0].copy(), squares, crops, translated), fresh)
+    assert len(kept._alphas) == 1
+    moved = [(sq[0] + 3.0, *sq[1:]) for sq in squares]  # a moved face warps its mask again
+    assert np.array_equal(kept.paste(frames[0].copy(), moved, crops, crops),
+                          Paster(64).paste(frames[0].copy(), moved, crops, crops))
+    assert len(kept._alphas) == 2
+
+
 def test_truncated_video_is_reported_not_taken_as_the_end(frames, tmp_path):
     full = tmp_path / "full.avi"
     write_video(full, frames, fps=20.0, fourcc="MJPG")
