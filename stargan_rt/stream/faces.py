@@ -500,9 +500,9 @@ class Paster:
         self.has_ring = bool(self.ring.any())
         core = feather_mask(size, margin=0.3, softness=0.12)
         self.correction_weight = np.clip(1.0 - core, 0.0, 1.0)[..., None].astype(np.float32)
-        # the mask warped into the frame, per crop square: a still face (the tracker's dead-band
-        # keeps its square exactly the same) reuses it
-        self._alphas: dict[tuple, np.ndarray] = {}
+        # the mask warped into the frame and its complement, per crop square: a still face (the
+        # tracker's dead-band keeps its square exactly the same) reuses them
+        self._alphas: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     def match_colour(self, original: np.ndarray, translated: np.ndarray) -> np.ndarray:
         if not self.has_ring:
@@ -536,16 +536,16 @@ class Paster:
             flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
             patch = cv2.warpAffine(crop, m, dsize, flags=flags, borderMode=cv2.BORDER_REPLICATE)
             key = (*square, rx0, ry0, rx1, ry1)
-            alpha = self._alphas.get(key)
-            if alpha is None:
+            weights = self._alphas.get(key)
+            if weights is None:
                 alpha = cv2.warpAffine(self.mask, m, dsize, flags=flags,
                                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
                 if len(self._alphas) >= 16:
                     self._alphas.clear()  # faces moved on; keep the cache small
-                self._alphas[key] = alpha
+                weights = self._alphas[key] = (1.0 - alpha, alpha)
             roi = frame[ry0:ry1, rx0:rx1]
             # one C++ pass; where alpha is 0 the frame's pixel comes back exactly
-            roi[...] = cv2.blendLinear(roi, patch, 1.0 - alpha, alpha)
+            roi[...] = cv2.blendLinear(roi, patch, *weights)
         return frame
 
 
