@@ -336,6 +336,26 @@ def test_v1_identity_loss_and_no_auxiliary_classifier(celeba, tmp_path):
     assert torch.load(out / "checkpoint.pt", weights_only=True)["C"] is None
 
 
+def test_v1_ssim_term_and_resuming_a_checkpoint_from_before_it(celeba, tmp_path, capsys):
+    out = tmp_path / "ssim"
+    base = ("train", "v1", "--data", celeba, "--attrs", ATTRS, *V1_SMALL, "--ae-iters", "1",
+            "--out", out)
+    assert run_cli(*base, "--iters", "3", "--lambda-ssim", "5") == 0
+    rows = loss_rows(out)
+    assert 0 < rows[3]["G/ssim"] < 4 and "G/ae" in rows[1]   # two terms of 1 - SSIM
+    # a checkpoint written before the setting existed ran with it off: resumable as such
+    old = tmp_path / "old"
+    assert run_cli(*base[:-1], old, "--iters", "3") == 0
+    state = torch.load(old / "checkpoint.pt", weights_only=True)
+    del state["config"]["lambda_ssim"]
+    state["iter"] = 2   # one iteration left to run again
+    torch.save(state, old / "checkpoint.pt")
+    assert run_cli(*base[:-1], old, "--iters", "3", "--resume") == 0
+    assert "G/ssim" not in loss_rows(old)[3] and "G/id" in loss_rows(old)[3]
+    assert run_cli(*base[:-1], old, "--iters", "3", "--resume", "--lambda-ssim", "5") == 2
+    assert "lambda_ssim" in capsys.readouterr().err
+
+
 def test_v1_paper_preset_is_the_official_configuration_without_additions():
     cfg = v1_config("paper")
     assert (cfg["image_size"], cfg["conv_dim"], cfg["repeat_num"], cfg["batch"]) == (128, 64, 6, 16)
@@ -345,7 +365,7 @@ def test_v1_paper_preset_is_the_official_configuration_without_additions():
         5, 1e-4, 1e-4, 0.5, 0.999)
     assert (cfg["iters"], cfg["decay_iters"]) == (200000, 100000)
     for addition in ("p_single", "augment", "ema_beta", "lambda_id", "lambda_cls_aux",
-                     "lambda_keep", "ae_iters"):
+                     "lambda_keep", "lambda_ssim", "ae_iters"):
         assert cfg[addition] == 0, addition
     assert cfg["lambda_adv"] == 1
 
@@ -354,8 +374,25 @@ def test_v2_paper_preset_has_no_additions():
     from stargan_train.solver_v2 import make_config as v2_config
 
     cfg = v2_config("paper")
-    for addition in ("lambda_id", "lambda_keep", "ae_iters"):
+    for addition in ("lambda_id", "lambda_keep", "lambda_ssim", "ae_iters"):
         assert cfg[addition] == 0, addition
+
+
+def test_ssim_loss_is_one_minus_the_eval_ssim():
+    """The training term is the metric eval reports (same window, constants), differentiable."""
+    from stargan_rt.metrics import ssim
+
+    rng = np.random.default_rng(3)
+    a = rng.uniform(-1, 1, (2, 3, 32, 32)).astype(np.float32)
+    b = np.clip(a + rng.normal(0, 0.2, a.shape), -1, 1).astype(np.float32)
+    tb = torch.from_numpy(b).requires_grad_(True)
+    loss = common.ssim_loss(torch.from_numpy(a), tb)
+    assert loss.item() == pytest.approx(1 - ssim(a, b, 2.0, channel_axis=1), abs=1e-5)
+    loss.backward()
+    assert torch.isfinite(tb.grad).all() and tb.grad.abs().sum() > 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # computed in float32 all the same
+        assert common.ssim_loss(torch.from_numpy(a), torch.from_numpy(a)).item() == pytest.approx(
+            0.0, abs=1e-6)
 
 
 def test_checkpoint_disk_full_keeps_previous(tmp_path, monkeypatch):

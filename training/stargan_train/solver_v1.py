@@ -86,7 +86,9 @@ _TINY = dict(image_size=64, conv_dim=16, repeat_num=3, d_conv_dim=32, d_repeat_n
              lambda_gp=10.0, n_critic=1,
              g_lr=2e-4, d_lr=2e-4, beta1=0.5, beta2=0.999, batch=8, iters=5000,
              decay_iters=2500, p_single=0.75, augment=0.125, ema_beta=0.999, lambda_id=10.0,
-             lambda_keep=2.0, ae_iters=1000, ae_lr=1e-3, lambda_adv=0.1, gan_ramp=0, bf16=True,
+             lambda_keep=2.0, lambda_ssim=0.0, ae_iters=1000, ae_lr=1e-3, lambda_adv=0.1,
+             gan_ramp=0,
+             bf16=True,
              channels_last=False, ckpt_every=100, sample_every=100, log_every=10,
              max_minutes=20.0, threads=-1)
 
@@ -97,7 +99,8 @@ PRESETS = {
                   lambda_gp=10.0, n_critic=5,
                   g_lr=1e-4, d_lr=1e-4, beta1=0.5, beta2=0.999, batch=16, iters=200000,
                   decay_iters=100000, p_single=0.0, augment=0.0, ema_beta=0.0, lambda_id=0.0,
-                  lambda_keep=0.0, ae_iters=0, ae_lr=0.0, lambda_adv=1.0, gan_ramp=0,
+                  lambda_keep=0.0, lambda_ssim=0.0, ae_iters=0, ae_lr=0.0, lambda_adv=1.0,
+                  gan_ramp=0,
                   bf16=False,
                   channels_last=False, ckpt_every=10000, sample_every=1000, log_every=10,
                   max_minutes=0.0, threads=0),
@@ -114,8 +117,8 @@ RUN_KEYS = ("dataset", "attrs", "image_size", "conv_dim", "repeat_num", "d_conv_
             "d_repeat_num", "lambda_cls", "lambda_cls_g", "lambda_cls_aux", "lambda_rec",
             "lambda_gp", "n_critic",
             "g_lr", "d_lr", "beta1", "beta2", "batch", "iters", "decay_iters", "p_single",
-            "augment", "ema_beta", "lambda_id", "lambda_keep", "ae_iters", "ae_lr", "lambda_adv",
-            "gan_ramp",
+            "augment", "ema_beta", "lambda_id", "lambda_keep", "lambda_ssim", "ae_iters", "ae_lr",
+            "lambda_adv", "gan_ramp",
             "bf16", "seed", "world")
 
 
@@ -386,10 +389,15 @@ class V1Trainer(common.Trainer):
                                  if self.C is not None else torch.zeros(()))
                     x_rec = self.G(x_fake, c_org)
                     g_rec = (x.float() - x_rec.float()).abs().mean()
+                    lambda_ssim = cfg.get("lambda_ssim", 0.0)
+                    g_ssim = (common.ssim_loss(x_rec, x)
+                              + (common.ssim_loss(x_id, x) if lambda_id > 0 else 0.0)
+                              if lambda_ssim > 0 else torch.zeros(()))
                 ramp = common.gan_ramp(it, cfg)
                 g_loss = (ramp * (cfg["lambda_adv"] * g_fake + cfg["lambda_cls_g"] * g_cls
                                   + cfg["lambda_cls_aux"] * g_cls_aux)
-                          + cfg["lambda_rec"] * g_rec + lambda_id * g_id + lambda_keep * g_keep)
+                          + cfg["lambda_rec"] * g_rec + lambda_id * g_id + lambda_keep * g_keep
+                          + lambda_ssim * g_ssim)
                 self.g_opt.zero_grad(set_to_none=True)
                 g_loss.backward()
                 self.dist.average_gradients([self.G])
@@ -404,6 +412,8 @@ class V1Trainer(common.Trainer):
                 losses["G/id"] = g_id.item()
             if lambda_keep > 0:
                 losses["G/keep"] = g_keep.item()
+            if lambda_ssim > 0:
+                losses["G/ssim"] = g_ssim.item()
             if self.C is not None:
                 losses["G/cls_aux"] = g_cls_aux.item()
         return losses
@@ -419,9 +429,14 @@ class V1Trainer(common.Trainer):
         hundred steps on its own; the GAN phase then only has to learn the edits."""
         cfg = self.cfg
         with common.autocast(cfg["bf16"], self.device):
-            g_ae = (self.G(x, c_org).float() - x.float()).abs().mean()
+            out = self.G(x, c_org)
+            g_ae = (out.float() - x.float()).abs().mean()
+        loss = g_ae
+        if cfg.get("lambda_ssim", 0.0) > 0:   # the GAN phase's ratio to the identity L1
+            loss = g_ae + (cfg["lambda_ssim"] / max(cfg["lambda_id"], 1.0)
+                           * common.ssim_loss(out, x))
         self.g_opt.zero_grad(set_to_none=True)
-        g_ae.backward()
+        loss.backward()
         self.dist.average_gradients([self.G])
         self.g_opt.step()
         if self.G_ema is not None:

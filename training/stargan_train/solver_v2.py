@@ -40,7 +40,8 @@ _TINY = dict(image_size=64, dim_in=16, max_conv_dim=64, style_dim=16, latent_dim
              hidden_dim=64, w_hpf=0.0, lambda_reg=1.0, lambda_sty=1.0, lambda_ds=1.0,
              ds_iters=1500, lambda_cyc=1.0, lr=2e-4, f_lr=2e-5, beta1=0.0, beta2=0.99,
              weight_decay=1e-4, ema_beta=0.99, batch=8, iters=1500, bf16=True,
-             lambda_id=5.0, lambda_keep=2.0, ae_iters=400, ae_lr=1e-3, lambda_adv=0.3, gan_ramp=0,
+             lambda_id=5.0, lambda_keep=2.0, lambda_ssim=0.0, ae_iters=400, ae_lr=1e-3,
+             lambda_adv=0.3, gan_ramp=0,
              channels_last=False, ckpt_every=50, sample_every=50, log_every=10,
              max_minutes=20.0, threads=-1)
 
@@ -50,7 +51,8 @@ PRESETS = {
                   hidden_dim=512, w_hpf=0.0, lambda_reg=1.0, lambda_sty=1.0, lambda_ds=1.0,
                   ds_iters=100000, lambda_cyc=1.0, lr=1e-4, f_lr=1e-6, beta1=0.0, beta2=0.99,
                   weight_decay=1e-4, ema_beta=0.999, batch=8, iters=100000, bf16=False,
-                  lambda_id=0.0, lambda_keep=0.0, ae_iters=0, ae_lr=0.0, lambda_adv=1.0,
+                  lambda_id=0.0, lambda_keep=0.0, lambda_ssim=0.0, ae_iters=0, ae_lr=0.0,
+                  lambda_adv=1.0,
                   gan_ramp=0, channels_last=False, ckpt_every=5000, sample_every=5000, log_every=10,
                   max_minutes=0.0, threads=0),
     "tiny": _TINY,
@@ -63,7 +65,7 @@ PRESETS = {
 RUN_KEYS = ("domains", "image_size", "dim_in", "max_conv_dim", "style_dim", "latent_dim",
             "hidden_dim", "w_hpf", "lambda_reg", "lambda_sty", "lambda_ds", "ds_iters",
             "lambda_cyc", "lr", "f_lr", "beta1", "beta2", "weight_decay", "ema_beta", "batch",
-            "iters", "bf16", "lambda_id", "lambda_keep", "ae_iters", "ae_lr", "lambda_adv",
+            "iters", "bf16", "lambda_id", "lambda_keep", "lambda_ssim", "ae_iters", "ae_lr", "lambda_adv",
             "gan_ramp", "seed", "world")
 
 
@@ -251,9 +253,14 @@ class V2Trainer(common.Trainer):
                 x_rec = self.G(x_fake, s_org, masks_fake)
                 loss_cyc = (x_rec.float() - x_real).abs().mean()
                 extra = {}
+                x_id = None
                 if cfg.get("lambda_id", 0.0) > 0:   # a style of the input's domain returns it
                     s_own = self.F(b["z_trg2"], y_org) if latent else s_org
-                    extra["id"] = (self.G(x_real, s_own, masks).float() - x_real).abs().mean()
+                    x_id = self.G(x_real, s_own, masks)
+                    extra["id"] = (x_id.float() - x_real).abs().mean()
+                if cfg.get("lambda_ssim", 0.0) > 0:  # structure, not only L1: see the v1 solver
+                    extra["ssim"] = common.ssim_loss(x_rec, x_real) + (
+                        common.ssim_loss(x_id, x_real) if x_id is not None else 0.0)
                 if cfg.get("lambda_keep", 0.0) > 0:  # change no more than the edit needs
                     extra["keep"] = (x_fake.float() - x_real).abs().mean()
             ramp = common.gan_ramp(self.it, cfg)
@@ -289,6 +296,9 @@ class V2Trainer(common.Trainer):
             out = self.G(torch.cat([x_real, x_real]), styles,
                          None if masks is None else tuple(torch.cat([m, m]) for m in masks))
             loss = (out.float() - torch.cat([x_real, x_real])).abs().mean()
+            if cfg.get("lambda_ssim", 0.0) > 0:   # the GAN phase's ratio to the identity L1
+                loss = loss + (cfg["lambda_ssim"] / max(cfg["lambda_id"], 1.0)
+                               * common.ssim_loss(out, torch.cat([x_real, x_real])))
         for k in ("G", "E", "F"):
             self.opt[k].zero_grad(set_to_none=True)
         loss.backward()

@@ -48,11 +48,12 @@ def _common(p) -> None:
 V1_INTS = ("conv_dim", "repeat_num", "d_conv_dim", "d_repeat_num", "n_critic")
 V1_FLOATS = ("lambda_cls", "lambda_cls_g", "lambda_cls_aux", "lambda_rec", "lambda_gp", "lambda_id",
              "lambda_adv", "g_lr", "d_lr", "p_single")
-V1_NAMED = ("augment", "ema_beta", "decay_iters", "lambda_keep", "ae_iters", "ae_lr")
+V1_NAMED = ("augment", "ema_beta", "decay_iters", "lambda_keep", "lambda_ssim", "ae_iters",
+            "ae_lr")
 V2_INTS = ("dim_in", "max_conv_dim", "style_dim", "latent_dim", "hidden_dim")
 V2_FLOATS = ("lambda_reg", "lambda_sty", "lambda_ds", "lambda_cyc", "lambda_id", "lambda_adv", "lr",
              "f_lr", "weight_decay", "ema_beta")
-V2_NAMED = ("w_hpf", "ds_iters", "lambda_keep", "ae_iters", "ae_lr")
+V2_NAMED = ("w_hpf", "ds_iters", "lambda_keep", "lambda_ssim", "ae_iters", "ae_lr")
 
 
 # The range each typed option is checked against (options.py); the rest: ints >= 1, floats >= 0.
@@ -78,6 +79,10 @@ def _warm_start_options(parser) -> None:
                              "diversity) weights rise linearly over N iterations; 0 = off (paper)")
     parser.add_argument("--lambda-keep", type=options.NON_NEGATIVE, dest="lambda_keep",
                         help="weight of L1(G(x, target), x): change no more than the edit needs; "
+                             "0 = off (paper)")
+    parser.add_argument("--lambda-ssim", type=options.NON_NEGATIVE, dest="lambda_ssim",
+                        help="weight of 1 - SSIM of G's reconstructions (identity and cycle) "
+                             "beside their L1: keeps local structure that L1 alone blurs; "
                              "0 = off (paper)")
 
 
