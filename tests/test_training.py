@@ -354,6 +354,17 @@ def test_v1_ssim_term_and_resuming_a_checkpoint_from_before_it(celeba, tmp_path,
     assert "G/ssim" not in loss_rows(old)[3] and "G/id" in loss_rows(old)[3]
     assert run_cli(*base[:-1], old, "--iters", "3", "--resume", "--lambda-ssim", "5") == 2
     assert "lambda_ssim" in capsys.readouterr().err
+    # ... unless the change of that loss weight is asked for; only loss weights may change
+    assert run_cli(*base[:-1], old, "--iters", "3", "--resume", "--lambda-ssim", "5",
+                   "--change", "lambda-ssim,conv-dim") == 2
+    assert "only loss weights" in capsys.readouterr().err
+    state["iter"] = 2
+    torch.save(state, old / "checkpoint.pt")
+    assert run_cli(*base[:-1], old, "--iters", "3", "--resume", "--lambda-ssim", "5",
+                   "--change", "lambda-ssim") == 0
+    assert "G/ssim" in loss_rows(old)[3]
+    resumes = [r for r in metrics(old) if r.get("event") == "resume"]
+    assert resumes[-1]["changed"] == {"lambda_ssim": [0.0, 5.0]}
 
 
 def test_v1_paper_preset_is_the_official_configuration_without_additions():
@@ -461,17 +472,18 @@ def test_v1_ddp_two_processes(celeba, tmp_path):
 
 def test_v2_train_resume_and_bundle(folders, tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
-    base = ["train", "v2", "--data", folders, "--iters", "4", "--ckpt-every", "2", *V2_SMALL]
+    base = ["train", "v2", "--data", folders, "--iters", "4", "--ckpt-every", "2", *V2_SMALL,
+            "--lambda-ssim", "1"]
     assert run_cli(*base, "--out", full) == 0
     rows = loss_rows(full)
     assert all(np.isfinite(v) for r in rows.values() for v in r.values())
     assert set(rows[1]) == {"G/latent_ae"}                # warm-up: G returns its input
     assert {"D/latent_reg", "G/ref_sty", "G/latent_ds", "G/latent_cyc", "G/latent_id",
-            "G/latent_keep"} <= set(rows[2])
+            "G/latent_keep", "G/latent_ssim", "G/ref_ssim"} <= set(rows[2])
 
     cfg = v2_config("tiny", image_size=32, dim_in=8, max_conv_dim=16, style_dim=8,
                     latent_dim=4, hidden_dim=16, batch=4, iters=4, ds_iters=4, log_every=1,
-                    sample_every=0, ckpt_every=2, ae_iters=1)
+                    sample_every=0, ckpt_every=2, ae_iters=1, lambda_ssim=1.0)
     with killed_after_checkpoint(2):
         V2Trainer(folders, part, cfg, quiet=True).train()
     assert run_cli(*base, "--out", part, "--resume") == 0

@@ -225,7 +225,11 @@ def resume_run(trainer) -> bool:
                         f"`stargan-rt train {other}` for {other} runs or a new --out")
     # settings added after a checkpoint was written: it ran with them off
     saved = {**LATER_SETTINGS_OFF, **state["config"]}
-    check_same_settings(saved, trainer.cfg, trainer.RUN_KEYS, path)
+    allowed = tuple(trainer.cfg.get("change_on_resume") or ())
+    check_same_settings(saved, trainer.cfg, [k for k in trainer.RUN_KEYS if k not in allowed],
+                        path)
+    trainer.changed = {k: [saved.get(k), trainer.cfg.get(k)] for k in allowed
+                       if _norm(saved.get(k)) != _norm(trainer.cfg.get(k))}
     trainer.load_state(state)
     trainer.it = int(state["iter"])
     trainer.clock = TrainClock(state["elapsed_s"])
@@ -238,7 +242,8 @@ def check_same_settings(saved: dict, current: dict, keys, path: Path) -> None:
              if _norm(saved.get(k)) != _norm(current.get(k))]
     if diffs:
         raise UserError(f"{path}: cannot resume a run with other settings ({'; '.join(diffs)}); "
-                        "use the original options or a new --out directory")
+                        "use the original options or a new --out directory (loss weights "
+                        "may change on resume with --change NAME)")
 
 
 def _norm(v):
@@ -554,7 +559,8 @@ def run_training(trainer) -> dict:
         (out / "config.json").write_text(json.dumps(primitive(cfg), indent=2) + "\n")
         log.event({"event": "resume" if resumed else "start", "iter": trainer.it,
                    "data": trainer.report, "world": trainer.dist.world, "device": trainer.device,
-                   "threads": torch.get_num_threads()})
+                   "threads": torch.get_num_threads(),
+                   **({"changed": trainer.changed} if getattr(trainer, "changed", None) else {})})
     t_start = time.perf_counter()
     t_window, n_window = time.perf_counter(), 0
     minutes = cfg.get("max_minutes") or 0

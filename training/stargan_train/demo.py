@@ -42,6 +42,10 @@ def main(argv=None) -> int:
     parser.add_argument("--count-v2", type=int, default=1500)
     parser.add_argument("--v1-minutes", type=float, help="time cap (default: the demo preset's)")
     parser.add_argument("--v2-minutes", type=float, help="time cap (default: the demo preset's)")
+    parser.add_argument("--v1-lambda-ssim", type=float,
+                        help="weight of the SSIM term (default: the demo preset's); with "
+                             "--resume it may differ from the run's checkpoint")
+    parser.add_argument("--v2-lambda-ssim", type=float, help="the same for v2")
     parser.add_argument("--resume", action="store_true", help="continue killed training runs")
     args = parser.parse_args(argv)
 
@@ -60,7 +64,10 @@ def main(argv=None) -> int:
         if not (data_dir / "list_attr_celeba.txt").exists():
             print(f"rendering {args.count_v1} CelebA-layout faces -> {data_dir}", flush=True)
             synthesize(data_dir, count=args.count_v1, image_size=64, layout="celeba", seed=1)
-        cfg = v1_config("demo", attrs=DEMO_ATTRS, seed=0, max_minutes=args.v1_minutes)
+        cfg = v1_config("demo", attrs=DEMO_ATTRS, seed=0, max_minutes=args.v1_minutes,
+                        lambda_ssim=args.v1_lambda_ssim,
+                        change_on_resume=["lambda_ssim"] if args.v1_lambda_ssim is not None
+                        else None)
         data = load_celeba(data_dir, DEMO_ATTRS, 64)
         # The discriminator stays: the runtime estimates a face's own attributes with its
         # classifier head before flipping the requested one (about 11 MB at this size).
@@ -73,7 +80,10 @@ def main(argv=None) -> int:
             print(f"rendering {args.count_v2} hair-colour faces -> {data_dir}", flush=True)
             synthesize(data_dir, count=args.count_v2, image_size=64, layout="folders", seed=2,
                        domains=V2_DOMAINS)
-        cfg = v2_config("demo", seed=0, max_minutes=args.v2_minutes)
+        cfg = v2_config("demo", seed=0, max_minutes=args.v2_minutes,
+                        lambda_ssim=args.v2_lambda_ssim,
+                        change_on_resume=["lambda_ssim"] if args.v2_lambda_ssim is not None
+                        else None)
         data = load_folders(data_dir, 64)
         report["v2"] = _train_demo(
             lambda: V2Trainer(None, work / "run-v2", cfg, resume=args.resume, data=data),

@@ -22,6 +22,10 @@ def _common(p) -> None:
     p.add_argument("--iters", type=options.COUNT, help="total iterations")
     p.add_argument("--batch", type=options.COUNT, help="global batch size (split over processes)")
     p.add_argument("--seed", type=options.SEED, default=0)
+    p.add_argument("--change", metavar="NAME[,NAME]",
+                   help="with --resume: loss weights (e.g. lambda-ssim) that may take new values "
+                        "in the continued run (recorded in metrics.jsonl); other settings must "
+                        "match the checkpoint")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint (same settings required)")
     p.add_argument("--ckpt-every", type=options.COUNT, help="checkpoint interval (iterations)")
@@ -128,6 +132,21 @@ _OPERATIONAL = ("image_size", "iters", "batch", "ckpt_every", "sample_every", "l
                 "max_minutes", "bf16", "channels_last", "threads")
 
 
+def _changes(args, run_keys) -> list[str] | None:
+    """--change NAME,...: the loss weights a resumed run may take new values of."""
+    if args.change is None:
+        return None
+    names = [n.strip().replace("-", "_") for n in args.change.split(",") if n.strip()]
+    weights = [k for k in run_keys if k.startswith("lambda_")]
+    bad = [n for n in names if n not in weights]
+    if bad or not names:
+        raise UserError(f"--change {args.change!r}: only loss weights may change on resume; "
+                        f"choose among {', '.join(w.replace('_', '-') for w in weights)}")
+    if not args.resume:
+        raise UserError("--change only applies to --resume (a new run takes any settings)")
+    return names
+
+
 def _overrides(args, names) -> dict:
     return {n: getattr(args, n, None) for n in names}
 
@@ -168,7 +187,9 @@ def run_v1(args) -> int:
             raise UserError("--attrs is empty; give comma-separated attribute names")
         over["attrs"] = attrs
     _check_resume(args)
-    cfg = make_config(args.preset, seed=args.seed, **over)
+    from stargan_train.solver_v1 import RUN_KEYS
+    cfg = make_config(args.preset, seed=args.seed, change_on_resume=_changes(args, RUN_KEYS),
+                      **over)
     if args.iters is not None and args.decay_iters is None:
         cfg["decay_iters"] = min(cfg["decay_iters"], args.iters // 2)
     return _train(args, V1Trainer(args.data, args.out, cfg, resume=args.resume,
@@ -182,7 +203,9 @@ def run_v2(args) -> int:
     if args.domains is not None:
         over["domains"] = [d.strip() for d in args.domains.split(",") if d.strip()]
     _check_resume(args)
-    cfg = make_config(args.preset, seed=args.seed, **over)
+    from stargan_train.solver_v2 import RUN_KEYS
+    cfg = make_config(args.preset, seed=args.seed, change_on_resume=_changes(args, RUN_KEYS),
+                      **over)
     if args.iters is not None and args.ds_iters is None:
         cfg["ds_iters"] = min(cfg["ds_iters"], args.iters)
     return _train(args, V2Trainer(args.data, args.out, cfg, resume=args.resume, fan=args.fan,
