@@ -8,6 +8,8 @@ Losses (the StarGAN v1 paper and its official code):
                               [+ lambda_id * L1(x, G(x, c_org)): not in the paper; optional]
                               [+ lambda_cls_aux * cls(C(G(x, c_trg)), c_trg): not in the paper]
                               [+ lambda_keep * L1(x, G(x, c_trg)): not in the paper]
+                              [+ lambda_ssim * (1 - SSIM of the cycle and identity outputs
+                                 against x): not in the paper]
   Warm-up (ae_iters > 0, not in the paper): G first learns L1(x, G(x, c_org)) alone at ae_lr while
   D's classifier head and C learn the real labels; then the losses above.
   Why lambda_adv and lambda_keep: with the gradient penalty D's gradient w.r.t. an image has norm
@@ -87,8 +89,7 @@ _TINY = dict(image_size=64, conv_dim=16, repeat_num=3, d_conv_dim=32, d_repeat_n
              g_lr=2e-4, d_lr=2e-4, beta1=0.5, beta2=0.999, batch=8, iters=5000,
              decay_iters=2500, p_single=0.75, augment=0.125, ema_beta=0.999, lambda_id=10.0,
              lambda_keep=2.0, lambda_ssim=0.0, ae_iters=1000, ae_lr=1e-3, lambda_adv=0.1,
-             gan_ramp=0,
-             bf16=True,
+             gan_ramp=0, bf16=True,
              channels_last=False, ckpt_every=100, sample_every=100, log_every=10,
              max_minutes=20.0, threads=-1)
 
@@ -100,8 +101,7 @@ PRESETS = {
                   g_lr=1e-4, d_lr=1e-4, beta1=0.5, beta2=0.999, batch=16, iters=200000,
                   decay_iters=100000, p_single=0.0, augment=0.0, ema_beta=0.0, lambda_id=0.0,
                   lambda_keep=0.0, lambda_ssim=0.0, ae_iters=0, ae_lr=0.0, lambda_adv=1.0,
-                  gan_ramp=0,
-                  bf16=False,
+                  gan_ramp=0, bf16=False,
                   channels_last=False, ckpt_every=10000, sample_every=1000, log_every=10,
                   max_minutes=0.0, threads=0),
     "tiny": _TINY,

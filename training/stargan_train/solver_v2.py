@@ -12,7 +12,8 @@ Not in the paper, all off in the ``paper`` preset: a warm-up (ae_iters) in which
 G(x, s) = x for s = E(x, y_org) and s = F(z, y_org); lambda_adv on G's adversarial term (and
 gan_ramp: it and the diversity term rise linearly over the first iterations after the warm-up);
 lambda_id * L1(G(x, s_own), x) with s_own = F(z2, y_org) (latent step) or E(x, y_org) (reference
-step); lambda_keep * L1(G(x, s_trg), x). Why: see the v1 solver.
+step); lambda_keep * L1(G(x, s_trg), x); lambda_ssim * (1 - SSIM) of the cycle and identity
+outputs against x. Why: see the v1 solver.
 """
 from __future__ import annotations
 
