@@ -14,7 +14,12 @@ def psnr(reference: np.ndarray, test: np.ndarray, peak: float) -> float:
     return 10.0 * math.log10(peak * peak / mse)
 
 
-def _gaussian(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+# SSIM's constants (Wang et al. 2004); the training stage's SSIM loss uses the same.
+SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
+
+
+def gaussian_kernel(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np.ndarray:
+    """Normalised 1-D Gaussian of ``size`` taps."""
     x = np.arange(size, dtype=np.float64) - (size - 1) / 2
     g = np.exp(-x * x / (2 * sigma * sigma))
     return g / g.sum()
@@ -37,9 +42,10 @@ def ssim(reference: np.ndarray, test: np.ndarray, data_range: float,
     b = np.moveaxis(test.astype(np.float64), channel_axis, 1)
     if a.ndim != 4:
         raise ValueError("ssim expects 4-D image batches")
-    win = 11 if min(a.shape[-2:]) >= 11 else (min(a.shape[-2:]) | 1) - 2 or 1
-    kernel = _gaussian(win, 1.5)
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    side = min(a.shape[-2:])
+    win = SSIM_WINDOW if side >= SSIM_WINDOW else (side | 1) - 2 or 1
+    kernel = gaussian_kernel(win)
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
     mu_a, mu_b = _filter_valid(a, kernel), _filter_valid(b, kernel)
     saa = _filter_valid(a * a, kernel) - mu_a * mu_a
     sbb = _filter_valid(b * b, kernel) - mu_b * mu_b

@@ -257,23 +257,21 @@ def _norm(v):
 # ---------------------------------------------------------------------------------------------
 # Losses
 
-def _ssim_window(channels: int, device) -> torch.Tensor:
-    coords = torch.arange(11, dtype=torch.float32, device=device) - 5.0
-    g = torch.exp(-coords ** 2 / (2 * 1.5 ** 2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, 11, 11).contiguous()
-
-
 def ssim_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """1 - mean SSIM of two (N, C, H, W) image batches in [-1, 1] (11x11 Gaussian window,
-    sigma 1.5, valid region: the usual SSIM), in float32. Why: L1 alone lets a small G return
-    blurred faces (the shipped 180-minute v1 kept only SSIM 0.78 of its own input at 25 dB);
-    SSIM weighs local contrast and structure, which blur loses first."""
+    """1 - mean SSIM of two (N, C, H, W) image batches in [-1, 1]: eval's SSIM
+    (``stargan_rt.metrics``: window, sigma, constants, valid region), in float32 and
+    differentiable. Why: L1 alone lets a small G return blurred faces (the shipped 180-minute
+    v1 kept only SSIM 0.78 of its own input at 25 dB); SSIM weighs local contrast and
+    structure, which blur loses first."""
+    from stargan_rt.metrics import SSIM_K1, SSIM_K2, gaussian_kernel
+
     with torch.autocast(a.device.type, enabled=False):  # variances cancel badly in bf16
         a, b = a.float(), b.float()
-        win = _ssim_window(a.shape[1], a.device)
-        blur = lambda t: torch.nn.functional.conv2d(t, win, groups=a.shape[1])  # noqa: E731
-        c1, c2 = (0.01 * 2) ** 2, (0.03 * 2) ** 2     # data range 2 for [-1, 1]
+        g = torch.from_numpy(gaussian_kernel()).float().to(a.device)
+        channels = a.shape[1]
+        win = (g[:, None] * g[None, :]).expand(channels, 1, -1, -1).contiguous()
+        blur = lambda t: torch.nn.functional.conv2d(t, win, groups=channels)  # noqa: E731
+        c1, c2 = (SSIM_K1 * 2) ** 2, (SSIM_K2 * 2) ** 2     # data range 2 for [-1, 1]
         mu_a, mu_b = blur(a), blur(b)
         var_a = blur(a * a) - mu_a ** 2
         var_b = blur(b * b) - mu_b ** 2
@@ -281,6 +279,15 @@ def ssim_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         ssim = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)
                 / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2)))
         return 1.0 - ssim.mean()
+
+
+def autoencoder_loss(out: torch.Tensor, target: torch.Tensor, cfg: dict):
+    """The warm-up's reconstruction loss: (L1, L1 + the SSIM term at the GAN phase's ratio of
+    lambda_ssim to the identity weight). The L1 is what the log shows."""
+    l1 = (out.float() - target.float()).abs().mean()
+    if cfg.get("lambda_ssim", 0.0) <= 0:
+        return l1, l1
+    return l1, l1 + cfg["lambda_ssim"] / max(cfg["lambda_id"], 1.0) * ssim_loss(out, target)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,6 +503,7 @@ class Trainer(abc.ABC):
         cfg["world"] = self.dist.world
         self.quiet, self.resume = quiet, resume
         self.it, self.sched_it = 0, 0.0
+        self.changed: dict = {}   # settings a resume changed (--change), for the log
 
     def train(self) -> dict:
         return run_training(self)
@@ -560,7 +568,7 @@ def run_training(trainer) -> dict:
         log.event({"event": "resume" if resumed else "start", "iter": trainer.it,
                    "data": trainer.report, "world": trainer.dist.world, "device": trainer.device,
                    "threads": torch.get_num_threads(),
-                   **({"changed": trainer.changed} if getattr(trainer, "changed", None) else {})})
+                   **({"changed": trainer.changed} if trainer.changed else {})})
     t_start = time.perf_counter()
     t_window, n_window = time.perf_counter(), 0
     minutes = cfg.get("max_minutes") or 0

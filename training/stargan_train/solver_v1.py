@@ -390,9 +390,11 @@ class V1Trainer(common.Trainer):
                     x_rec = self.G(x_fake, c_org)
                     g_rec = (x.float() - x_rec.float()).abs().mean()
                     lambda_ssim = cfg.get("lambda_ssim", 0.0)
-                    g_ssim = (common.ssim_loss(x_rec, x)
-                              + (common.ssim_loss(x_id, x) if lambda_id > 0 else 0.0)
-                              if lambda_ssim > 0 else torch.zeros(()))
+                    g_ssim = torch.zeros(())
+                    if lambda_ssim > 0:   # the cycle's and (when computed) the identity's
+                        g_ssim = common.ssim_loss(x_rec, x)
+                        if lambda_id > 0:
+                            g_ssim = g_ssim + common.ssim_loss(x_id, x)
                 ramp = common.gan_ramp(it, cfg)
                 g_loss = (ramp * (cfg["lambda_adv"] * g_fake + cfg["lambda_cls_g"] * g_cls
                                   + cfg["lambda_cls_aux"] * g_cls_aux)
@@ -429,12 +431,7 @@ class V1Trainer(common.Trainer):
         hundred steps on its own; the GAN phase then only has to learn the edits."""
         cfg = self.cfg
         with common.autocast(cfg["bf16"], self.device):
-            out = self.G(x, c_org)
-            g_ae = (out.float() - x.float()).abs().mean()
-        loss = g_ae
-        if cfg.get("lambda_ssim", 0.0) > 0:   # the GAN phase's ratio to the identity L1
-            loss = g_ae + (cfg["lambda_ssim"] / max(cfg["lambda_id"], 1.0)
-                           * common.ssim_loss(out, x))
+            g_ae, loss = common.autoencoder_loss(self.G(x, c_org), x, cfg)
         self.g_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.dist.average_gradients([self.G])

@@ -296,17 +296,14 @@ class V2Trainer(common.Trainer):
             styles = torch.cat([self.E(x_real, y_org), self.F(b["z_trg"], y_org)])
             out = self.G(torch.cat([x_real, x_real]), styles,
                          None if masks is None else tuple(torch.cat([m, m]) for m in masks))
-            loss = (out.float() - torch.cat([x_real, x_real])).abs().mean()
-            if cfg.get("lambda_ssim", 0.0) > 0:   # the GAN phase's ratio to the identity L1
-                loss = loss + (cfg["lambda_ssim"] / max(cfg["lambda_id"], 1.0)
-                               * common.ssim_loss(out, torch.cat([x_real, x_real])))
+            l1, loss = common.autoencoder_loss(out, torch.cat([x_real, x_real]), cfg)
         for k in ("G", "E", "F"):
             self.opt[k].zero_grad(set_to_none=True)
         loss.backward()
         self.dist.average_gradients([self.G, self.E, self.F])
         for k in ("G", "E", "F"):
             self.opt[k].step()
-        return {"G/latent_ae": loss.item()}
+        return {"G/latent_ae": l1.item()}
 
     def step(self, it: int) -> dict:
         cfg = self.cfg

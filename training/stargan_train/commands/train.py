@@ -178,7 +178,7 @@ def _train(args, trainer) -> int:
 
 
 def run_v1(args) -> int:
-    from stargan_train.solver_v1 import V1Trainer, make_config
+    from stargan_train.solver_v1 import RUN_KEYS, V1Trainer, make_config
 
     over = _overrides(args, _OPERATIONAL + V1_INTS + V1_FLOATS + V1_NAMED)
     if args.attrs is not None:
@@ -187,7 +187,6 @@ def run_v1(args) -> int:
             raise UserError("--attrs is empty; give comma-separated attribute names")
         over["attrs"] = attrs
     _check_resume(args)
-    from stargan_train.solver_v1 import RUN_KEYS
     cfg = make_config(args.preset, seed=args.seed, change_on_resume=_changes(args, RUN_KEYS),
                       **over)
     if args.iters is not None and args.decay_iters is None:
@@ -197,13 +196,12 @@ def run_v1(args) -> int:
 
 
 def run_v2(args) -> int:
-    from stargan_train.solver_v2 import V2Trainer, make_config
+    from stargan_train.solver_v2 import RUN_KEYS, V2Trainer, make_config
 
     over = _overrides(args, _OPERATIONAL + V2_INTS + V2_FLOATS + V2_NAMED)
     if args.domains is not None:
         over["domains"] = [d.strip() for d in args.domains.split(",") if d.strip()]
     _check_resume(args)
-    from stargan_train.solver_v2 import RUN_KEYS
     cfg = make_config(args.preset, seed=args.seed, change_on_resume=_changes(args, RUN_KEYS),
                       **over)
     if args.iters is not None and args.ds_iters is None:
