@@ -644,8 +644,9 @@ def run_evaluation(model: str | os.PathLike, data: str | os.PathLike, max_images
     classifier, info = cached_classifier(classifier_cache, train, classifier_epochs,
                                          classifier_seconds, seed, log)
     info["held_out_accuracy"] = classifier_accuracy(classifier, held)
-    log(f"classifier: {info['epochs']} epochs in {info['seconds']} s; accuracy on held-out real "
-        "images: " + ", ".join(f"{k} {v:.1%}" for k, v in info["held_out_accuracy"].items()))
+    trained = "trained earlier: " if "cached" in info else ""
+    log(f"classifier: {trained}{info['epochs']} epochs in {info['seconds']} s; accuracy on "
+        "held-out real images: " + ", ".join(f"{k} {v:.1%}" for k, v in info["held_out_accuracy"].items()))
     samples: list = []
     outputs: dict = {}
     if translator.arch == "v1":
