@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from stargan_rt.errors import UserError
 from stargan_rt.files import write_atomic
+from stargan_rt.metrics import SSIM_K1, SSIM_K2, gaussian_kernel
 
 CKPT_NAME = "checkpoint.pt"
 
@@ -263,8 +264,6 @@ def ssim_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     differentiable. Why: L1 alone lets a small G return blurred faces (the shipped 180-minute
     v1 kept only SSIM 0.78 of its own input at 25 dB); SSIM weighs local contrast and
     structure, which blur loses first."""
-    from stargan_rt.metrics import SSIM_K1, SSIM_K2, gaussian_kernel
-
     with torch.autocast(a.device.type, enabled=False):  # variances cancel badly in bf16
         a, b = a.float(), b.float()
         g = torch.from_numpy(gaussian_kernel()).float().to(a.device)

@@ -645,8 +645,9 @@ def run_evaluation(model: str | os.PathLike, data: str | os.PathLike, max_images
                                          classifier_seconds, seed, log)
     info["held_out_accuracy"] = classifier_accuracy(classifier, held)
     trained = "trained earlier: " if "cached" in info else ""
+    accuracy = ", ".join(f"{k} {v:.1%}" for k, v in info["held_out_accuracy"].items())
     log(f"classifier: {trained}{info['epochs']} epochs in {info['seconds']} s; accuracy on "
-        "held-out real images: " + ", ".join(f"{k} {v:.1%}" for k, v in info["held_out_accuracy"].items()))
+        f"held-out real images: {accuracy}")
     samples: list = []
     outputs: dict = {}
     if translator.arch == "v1":

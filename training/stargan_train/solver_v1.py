@@ -10,8 +10,9 @@ Losses (the StarGAN v1 paper and its official code):
                               [+ lambda_keep * L1(x, G(x, c_trg)): not in the paper]
                               [+ lambda_ssim * (1 - SSIM of the cycle and identity outputs
                                  against x): not in the paper]
-  Warm-up (ae_iters > 0, not in the paper): G first learns L1(x, G(x, c_org)) alone at ae_lr while
-  D's classifier head and C learn the real labels; then the losses above.
+  Warm-up (ae_iters > 0, not in the paper): G first learns L1(x, G(x, c_org)) alone (plus the
+  SSIM term at lambda_ssim / lambda_id) at ae_lr while D's classifier head and C learn the real
+  labels; then the losses above.
   Why lambda_adv and lambda_keep: with the gradient penalty D's gradient w.r.t. an image has norm
   about 1, while lambda * L1 gives lambda / sqrt(pixels) (0.09 for lambda 10 at 64 px): at weight
   1 the adversarial term outweighs identity tenfold, and a short run ends with faces that fool
