@@ -187,6 +187,49 @@ def test_gan_ramp_rises_after_the_warm_up():
     assert common.gan_ramp(0, {}) == 1.0                                   # the paper's config
 
 
+def test_lr_ramp_rises_after_the_warm_up():
+    cfg = {"ae_iters": 100, "lr_ramp": 50}
+    assert common.lr_ramp(100, cfg) == pytest.approx(1 / 50)      # first GAN iteration
+    assert common.lr_ramp(149, cfg) == 1.0 and common.lr_ramp(5000, cfg) == 1.0
+    assert common.lr_ramp(100, {"ae_iters": 100}) == 1.0           # off (older runs, paper)
+
+
+def test_v1_lr_ramp_scales_g_learning_rate_only(celeba, tmp_path):
+    out = tmp_path / "lr"
+    assert run_cli("train", "v1", "--data", celeba, "--attrs", ATTRS, *V1_SMALL, "--iters", "4",
+                   "--g-lr", "1e-4", "--d-lr", "1e-4", "--decay-iters", "1", "--lr-ramp", "4",
+                   "--gan-ramp", "3", "--out", out) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["lr_ramp"], config["gan_ramp"]) == (4, 3)
+    rows = {r["iter"]: r for r in metrics(out) if "event" not in r}
+    # iterations 0-1 are the warm-up (ae_lr); row N is logged after iteration N - 1
+    assert rows[3]["g_lr"] == pytest.approx(1e-4 / 4) and rows[4]["g_lr"] == pytest.approx(2e-4 / 4)
+    assert rows[3]["d_lr"] == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize("arch", ["v1", "v2"])
+def test_every_setting_option_reaches_the_config(arch):
+    """An option that sets a run setting but is not passed on would be ignored silently (this
+    happened to --gan-ramp)."""
+    import argparse
+
+    from stargan_train.commands import train
+    from stargan_train import solver_v1, solver_v2
+
+    parser = argparse.ArgumentParser()
+    train.register(parser.add_subparsers())
+    sub = parser._subparsers._group_actions[0].choices["train"]
+    arch_parser = sub._subparsers._group_actions[0].choices[arch]
+    passed = set(train._OPERATIONAL) | set(
+        (train.V1_INTS + train.V1_FLOATS + train.V1_NAMED) if arch == "v1" else
+        (train.V2_INTS + train.V2_FLOATS + train.V2_NAMED))
+    run_keys = (solver_v1 if arch == "v1" else solver_v2).RUN_KEYS
+    dests = {a.dest for a in arch_parser._actions}
+    handled = {"attrs", "domains", "seed"}   # passed by hand
+    missing = sorted(d for d in dests & set(run_keys) if d not in passed | handled)
+    assert not missing
+
+
 def test_auto_threads_use_idle_cores(monkeypatch):
     before = torch.get_num_threads()
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
@@ -347,7 +390,7 @@ def test_v1_ssim_term_and_resuming_a_checkpoint_from_before_it(celeba, tmp_path,
     old = tmp_path / "old"
     assert run_cli(*base[:-1], old, "--iters", "3") == 0
     state = torch.load(old / "checkpoint.pt", weights_only=True)
-    del state["config"]["lambda_ssim"]
+    del state["config"]["lambda_ssim"], state["config"]["lr_ramp"]
     state["iter"] = 2   # one iteration left to run again
     torch.save(state, old / "checkpoint.pt")
     assert run_cli(*base[:-1], old, "--iters", "3", "--resume") == 0
@@ -376,7 +419,7 @@ def test_v1_paper_preset_is_the_official_configuration_without_additions():
         5, 1e-4, 1e-4, 0.5, 0.999)
     assert (cfg["iters"], cfg["decay_iters"]) == (200000, 100000)
     for addition in ("p_single", "augment", "ema_beta", "lambda_id", "lambda_cls_aux",
-                     "lambda_keep", "lambda_ssim", "ae_iters"):
+                     "lambda_keep", "lambda_ssim", "ae_iters", "gan_ramp", "lr_ramp"):
         assert cfg[addition] == 0, addition
     assert cfg["lambda_adv"] == 1
 
@@ -385,7 +428,7 @@ def test_v2_paper_preset_has_no_additions():
     from stargan_train.solver_v2 import make_config as v2_config
 
     cfg = v2_config("paper")
-    for addition in ("lambda_id", "lambda_keep", "lambda_ssim", "ae_iters"):
+    for addition in ("lambda_id", "lambda_keep", "lambda_ssim", "ae_iters", "gan_ramp", "lr_ramp"):
         assert cfg[addition] == 0, addition
 
 

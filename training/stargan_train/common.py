@@ -209,7 +209,7 @@ def save_run(trainer) -> None:
 
 
 # Run settings newer than some checkpoints, with the value that means "off".
-LATER_SETTINGS_OFF = {"lambda_ssim": 0.0}
+LATER_SETTINGS_OFF = {"lambda_ssim": 0.0, "lr_ramp": 0}
 
 
 def resume_run(trainer) -> bool:
@@ -313,6 +313,18 @@ def gan_ramp(it: int, cfg: dict) -> float:
     if ramp <= 0:
         return 1.0
     return min(1.0, (it - cfg.get("ae_iters", 0) + 1) / ramp)
+
+
+def lr_ramp(it: int, cfg: dict) -> float:
+    """Factor (0..1] on G's learning rate (v2: also E's and F's) in the first ``lr_ramp``
+    iterations after the warm-up, rising linearly. Why: Adam's second moments still hold the
+    warm-up's small reconstruction gradients, so the GAN phase's new gradients would first take
+    steps many times the learning rate (a tiny run's identity L1 went 0.10 -> 0.44 within ten
+    iterations, even with the loss weights ramped); the ramp lets those moments catch up."""
+    ramp = cfg.get("lr_ramp", 0) or 0
+    if ramp <= 0:
+        return 1.0
+    return min(1.0, max(0.0, (it - cfg.get("ae_iters", 0) + 1) / ramp))
 
 
 def linear_decay_lr(base: float, it: int, total: int, decay_iters: int) -> float:

@@ -90,7 +90,7 @@ _TINY = dict(image_size=64, conv_dim=16, repeat_num=3, d_conv_dim=32, d_repeat_n
              g_lr=2e-4, d_lr=2e-4, beta1=0.5, beta2=0.999, batch=8, iters=5000,
              decay_iters=2500, p_single=0.75, augment=0.125, ema_beta=0.999, lambda_id=10.0,
              lambda_keep=2.0, lambda_ssim=0.0, ae_iters=1000, ae_lr=1e-3, lambda_adv=0.1,
-             gan_ramp=0, bf16=True,
+             gan_ramp=0, lr_ramp=0, bf16=True,
              channels_last=False, ckpt_every=100, sample_every=100, log_every=10,
              max_minutes=20.0, threads=-1)
 
@@ -102,7 +102,7 @@ PRESETS = {
                   g_lr=1e-4, d_lr=1e-4, beta1=0.5, beta2=0.999, batch=16, iters=200000,
                   decay_iters=100000, p_single=0.0, augment=0.0, ema_beta=0.0, lambda_id=0.0,
                   lambda_keep=0.0, lambda_ssim=0.0, ae_iters=0, ae_lr=0.0, lambda_adv=1.0,
-                  gan_ramp=0, bf16=False,
+                  gan_ramp=0, lr_ramp=0, bf16=False,
                   channels_last=False, ckpt_every=10000, sample_every=1000, log_every=10,
                   max_minutes=0.0, threads=0),
     "tiny": _TINY,
@@ -121,7 +121,7 @@ RUN_KEYS = ("dataset", "attrs", "image_size", "conv_dim", "repeat_num", "d_conv_
             "lambda_gp", "n_critic",
             "g_lr", "d_lr", "beta1", "beta2", "batch", "iters", "decay_iters", "p_single",
             "augment", "ema_beta", "lambda_id", "lambda_keep", "lambda_ssim", "ae_iters", "ae_lr",
-            "lambda_adv", "gan_ramp",
+            "lambda_adv", "gan_ramp", "lr_ramp",
             "bf16", "seed", "world")
 
 
@@ -330,8 +330,8 @@ class V1Trainer(common.Trainer):
         cfg = self.cfg
         bf16 = cfg["bf16"]
         warm_up = it < cfg.get("ae_iters", 0)
-        for opt, base in ((self.g_opt, cfg["ae_lr"] if warm_up else cfg["g_lr"]),
-                          (self.d_opt, cfg["d_lr"])):
+        g_base = cfg["ae_lr"] if warm_up else cfg["g_lr"] * common.lr_ramp(it, cfg)
+        for opt, base in ((self.g_opt, g_base), (self.d_opt, cfg["d_lr"])):
             common.set_lr(opt, common.linear_decay_lr(base, self.sched_it, cfg["iters"],
                                                       cfg["decay_iters"]))
         x, c_org, c_trg, label_org, label_trg, which = self._next(it)

@@ -42,7 +42,7 @@ _TINY = dict(image_size=64, dim_in=16, max_conv_dim=64, style_dim=16, latent_dim
              ds_iters=1500, lambda_cyc=1.0, lr=2e-4, f_lr=2e-5, beta1=0.0, beta2=0.99,
              weight_decay=1e-4, ema_beta=0.99, batch=8, iters=1500, bf16=True,
              lambda_id=5.0, lambda_keep=2.0, lambda_ssim=0.0, ae_iters=400, ae_lr=1e-3,
-             lambda_adv=0.3, gan_ramp=0,
+             lambda_adv=0.3, gan_ramp=0, lr_ramp=0,
              channels_last=False, ckpt_every=50, sample_every=50, log_every=10,
              max_minutes=20.0, threads=-1)
 
@@ -53,8 +53,8 @@ PRESETS = {
                   ds_iters=100000, lambda_cyc=1.0, lr=1e-4, f_lr=1e-6, beta1=0.0, beta2=0.99,
                   weight_decay=1e-4, ema_beta=0.999, batch=8, iters=100000, bf16=False,
                   lambda_id=0.0, lambda_keep=0.0, lambda_ssim=0.0, ae_iters=0, ae_lr=0.0,
-                  lambda_adv=1.0,
-                  gan_ramp=0, channels_last=False, ckpt_every=5000, sample_every=5000, log_every=10,
+                  lambda_adv=1.0, gan_ramp=0, lr_ramp=0,
+                  channels_last=False, ckpt_every=5000, sample_every=5000, log_every=10,
                   max_minutes=0.0, threads=0),
     "tiny": _TINY,
     # The shipped demo model: tiny's settings with a longer schedule (about 2 hours on a quiet
@@ -67,7 +67,7 @@ RUN_KEYS = ("domains", "image_size", "dim_in", "max_conv_dim", "style_dim", "lat
             "hidden_dim", "w_hpf", "lambda_reg", "lambda_sty", "lambda_ds", "ds_iters",
             "lambda_cyc", "lr", "f_lr", "beta1", "beta2", "weight_decay", "ema_beta", "batch",
             "iters", "bf16", "lambda_id", "lambda_keep", "lambda_ssim", "ae_iters", "ae_lr", "lambda_adv",
-            "gan_ramp", "seed", "world")
+            "gan_ramp", "lr_ramp", "seed", "world")
 
 
 def make_config(preset: str, **overrides) -> dict:
@@ -314,7 +314,7 @@ class V2Trainer(common.Trainer):
         warm_up = it < cfg.get("ae_iters", 0)
         for k in ("G", "E", "F"):   # the warm-up has a learning rate of its own
             common.set_lr(self.opt[k], cfg["ae_lr"] if warm_up
-                          else cfg["f_lr" if k == "F" else "lr"])
+                          else cfg["f_lr" if k == "F" else "lr"] * common.lr_ramp(it, cfg))
         if warm_up:
             losses = self._autoencoder_step(b)
             self._update_ema()

@@ -53,11 +53,12 @@ V1_INTS = ("conv_dim", "repeat_num", "d_conv_dim", "d_repeat_num", "n_critic")
 V1_FLOATS = ("lambda_cls", "lambda_cls_g", "lambda_cls_aux", "lambda_rec", "lambda_gp", "lambda_id",
              "lambda_adv", "g_lr", "d_lr", "p_single")
 V1_NAMED = ("augment", "ema_beta", "decay_iters", "lambda_keep", "lambda_ssim", "ae_iters",
-            "ae_lr")
+            "ae_lr", "gan_ramp", "lr_ramp")
 V2_INTS = ("dim_in", "max_conv_dim", "style_dim", "latent_dim", "hidden_dim")
 V2_FLOATS = ("lambda_reg", "lambda_sty", "lambda_ds", "lambda_cyc", "lambda_id", "lambda_adv", "lr",
              "f_lr", "weight_decay", "ema_beta")
-V2_NAMED = ("w_hpf", "ds_iters", "lambda_keep", "lambda_ssim", "ae_iters", "ae_lr")
+V2_NAMED = ("w_hpf", "ds_iters", "lambda_keep", "lambda_ssim", "ae_iters", "ae_lr", "gan_ramp",
+            "lr_ramp")
 
 
 # The range each typed option is checked against (options.py); the rest: ints >= 1, floats >= 0.
@@ -81,6 +82,10 @@ def _warm_start_options(parser) -> None:
     parser.add_argument("--gan-ramp", type=options.COUNT_OR_NONE, dest="gan_ramp",
                         help="after the warm-up, G's adversarial and classification (v2: "
                              "diversity) weights rise linearly over N iterations; 0 = off (paper)")
+    parser.add_argument("--lr-ramp", type=options.COUNT_OR_NONE, dest="lr_ramp",
+                        help="after the warm-up, G's (v2: and E's and F's) learning rate rises "
+                             "linearly over N iterations, so Adam's moments from the warm-up "
+                             "do not turn the first GAN gradients into large steps; 0 = off")
     parser.add_argument("--lambda-keep", type=options.NON_NEGATIVE, dest="lambda_keep",
                         help="weight of L1(G(x, target), x): change no more than the edit needs; "
                              "0 = off (paper)")
