@@ -319,8 +319,8 @@ def lr_ramp(it: int, cfg: dict) -> float:
     """Factor (0..1] on G's learning rate (v2: also E's and F's) in the first ``lr_ramp``
     iterations after the warm-up, rising linearly. Why: Adam's second moments still hold the
     warm-up's small reconstruction gradients, so the GAN phase's new gradients would first take
-    steps many times the learning rate (a tiny run's identity L1 went 0.10 -> 0.44 within ten
-    iterations, even with the loss weights ramped); the ramp lets those moments catch up."""
+    steps many times the learning rate (with the loss weights ramped to 1/600, one G step of a
+    tiny run moved its held-out identity L1 from 0.16 to 0.23); the ramp lets them catch up."""
     ramp = cfg.get("lr_ramp", 0) or 0
     if ramp <= 0:
         return 1.0
