@@ -220,13 +220,12 @@ def test_every_setting_option_reaches_the_config(arch):
     train.register(parser.add_subparsers())
     sub = parser._subparsers._group_actions[0].choices["train"]
     arch_parser = sub._subparsers._group_actions[0].choices[arch]
-    passed = set(train._OPERATIONAL) | set(
-        (train.V1_INTS + train.V1_FLOATS + train.V1_NAMED) if arch == "v1" else
-        (train.V2_INTS + train.V2_FLOATS + train.V2_NAMED))
-    run_keys = (solver_v1 if arch == "v1" else solver_v2).RUN_KEYS
+    solver = solver_v1 if arch == "v1" else solver_v2
+    args = arch_parser.parse_args(["--data", "d", "--out", "o"])
+    passed = set(train._overrides(args, solver.PRESETS["paper"]))
     dests = {a.dest for a in arch_parser._actions}
     handled = {"attrs", "domains", "seed"}   # passed by hand
-    missing = sorted(d for d in dests & set(run_keys) if d not in passed | handled)
+    missing = sorted(d for d in dests & set(solver.RUN_KEYS) if d not in passed | handled)
     assert not missing
 
 

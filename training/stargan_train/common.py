@@ -309,10 +309,7 @@ def gan_ramp(it: int, cfg: dict) -> float:
     iterations after the warm-up, rising linearly. Why: the critic is untrained when the GAN
     phase starts, and at full weight its first gradients undid the warm-up's reconstruction
     (identity L1 0.08 -> 0.33 within 150 iterations, recovered only over thousands)."""
-    ramp = cfg.get("gan_ramp", 0) or 0
-    if ramp <= 0:
-        return 1.0
-    return min(1.0, (it - cfg.get("ae_iters", 0) + 1) / ramp)
+    return _after_warm_up(it, cfg, "gan_ramp")
 
 
 def lr_ramp(it: int, cfg: dict) -> float:
@@ -321,7 +318,12 @@ def lr_ramp(it: int, cfg: dict) -> float:
     warm-up's small reconstruction gradients, so the GAN phase's new gradients would first take
     steps many times the learning rate (with the loss weights ramped to 1/600, one G step of a
     tiny run moved its held-out identity L1 from 0.16 to 0.23); the ramp lets them catch up."""
-    ramp = cfg.get("lr_ramp", 0) or 0
+    return _after_warm_up(it, cfg, "lr_ramp")
+
+
+def _after_warm_up(it: int, cfg: dict, key: str) -> float:
+    """Linear rise from 1 / cfg[key] at the first iteration after the warm-up to 1 (no ramp: 1)."""
+    ramp = cfg.get(key, 0) or 0
     if ramp <= 0:
         return 1.0
     return min(1.0, max(0.0, (it - cfg.get("ae_iters", 0) + 1) / ramp))

@@ -48,17 +48,14 @@ def _common(p) -> None:
 
 
 # Hyper-parameter options, by type (each --name-with-dashes sets the config key); the ones with
-# help texts of their own are added by hand and listed in *_NAMED.
+# help texts of their own are added by hand. Every option named like a setting reaches the config
+# (_overrides).
 V1_INTS = ("conv_dim", "repeat_num", "d_conv_dim", "d_repeat_num", "n_critic")
 V1_FLOATS = ("lambda_cls", "lambda_cls_g", "lambda_cls_aux", "lambda_rec", "lambda_gp", "lambda_id",
              "lambda_adv", "g_lr", "d_lr", "p_single")
-V1_NAMED = ("augment", "ema_beta", "decay_iters", "lambda_keep", "lambda_ssim", "ae_iters",
-            "ae_lr", "gan_ramp", "lr_ramp")
 V2_INTS = ("dim_in", "max_conv_dim", "style_dim", "latent_dim", "hidden_dim")
 V2_FLOATS = ("lambda_reg", "lambda_sty", "lambda_ds", "lambda_cyc", "lambda_id", "lambda_adv", "lr",
              "f_lr", "weight_decay", "ema_beta")
-V2_NAMED = ("w_hpf", "ds_iters", "lambda_keep", "lambda_ssim", "ae_iters", "ae_lr", "gan_ramp",
-            "lr_ramp")
 
 
 # The range each typed option is checked against (options.py); the rest: ints >= 1, floats >= 0.
@@ -133,10 +130,6 @@ def register(subparsers) -> None:
     v2.set_defaults(func=run_v2)
 
 
-_OPERATIONAL = ("image_size", "iters", "batch", "ckpt_every", "sample_every", "log_every",
-                "max_minutes", "bf16", "channels_last", "threads")
-
-
 def _changes(args, run_keys) -> list[str] | None:
     """--change NAME,...: the loss weights a resumed run may take new values of."""
     if args.change is None:
@@ -152,8 +145,10 @@ def _changes(args, run_keys) -> list[str] | None:
     return names
 
 
-def _overrides(args, names) -> dict:
-    return {n: getattr(args, n, None) for n in names}
+def _overrides(args, settings) -> dict:
+    """Every parsed option that names one of the solver's settings (None: not given). Derived
+    from the settings, so a new option cannot be dropped on the way (--gan-ramp once was)."""
+    return {n: getattr(args, n, None) for n in settings if hasattr(args, n)}
 
 
 def _check_resume(args) -> None:
@@ -183,9 +178,9 @@ def _train(args, trainer) -> int:
 
 
 def run_v1(args) -> int:
-    from stargan_train.solver_v1 import RUN_KEYS, V1Trainer, make_config
+    from stargan_train.solver_v1 import PRESETS, RUN_KEYS, V1Trainer, make_config
 
-    over = _overrides(args, _OPERATIONAL + V1_INTS + V1_FLOATS + V1_NAMED)
+    over = _overrides(args, PRESETS["paper"])
     if args.attrs is not None:
         attrs = [a.strip() for a in args.attrs.split(",") if a.strip()]
         if not attrs:
@@ -201,9 +196,9 @@ def run_v1(args) -> int:
 
 
 def run_v2(args) -> int:
-    from stargan_train.solver_v2 import RUN_KEYS, V2Trainer, make_config
+    from stargan_train.solver_v2 import PRESETS, RUN_KEYS, V2Trainer, make_config
 
-    over = _overrides(args, _OPERATIONAL + V2_INTS + V2_FLOATS + V2_NAMED)
+    over = _overrides(args, PRESETS["paper"])
     if args.domains is not None:
         over["domains"] = [d.strip() for d in args.domains.split(",") if d.strip()]
     _check_resume(args)
