@@ -36,6 +36,10 @@ def test_bench_writes_table_json_and_plots(cli, tiny, tmp_path):
     data = json.loads((out / "bench.json").read_text())
     assert data["machine"]["cpu"] and data["machine"]["load_average"] is not None
     assert set(data["ceilings"]["onnxruntime"]) == {"fp32", "int8"}
+    # the machine's ceiling at a precision is the best runtime's, so no row can be nearer to it
+    for rt, per_precision in data["ceilings"].items():
+        for prec, value in per_precision.items():
+            assert value is None or data["machine_ceilings"][prec] >= value
     rows = _rows(data)
     for label in ("PyTorch fp32 eager", "PyTorch bf16 autocast",
                   "onnxruntime fp32 (this project)", "openvino fp32 (this project)",
@@ -51,6 +55,8 @@ def test_bench_writes_table_json_and_plots(cli, tiny, tmp_path):
             assert stats["calls"] == 2 and stats["p50_ms"] > 0 and stats["p95_ms"] >= \
                 stats["p50_ms"] and stats["gflops"] >= 0
         assert row["accuracy"]["frames"] == 8 and row["build_s"] is not None
+        first = row["batches"]["1"]
+        assert first["fraction_of_machine_ceiling"] <= first["fraction_of_ceiling"]
     assert rows["PyTorch fp32 eager"]["accuracy"]["max_abs_err"] == 0
     assert rows["onnxruntime fp32 (this project)"]["accuracy"]["max_abs_err"] <= 2
     assert rows["onnxruntime int8 by quantize_static (peer)"]["accuracy"]["psnr_db"] >= 25

@@ -173,8 +173,22 @@ def bench_model(spec: str, bundle_path: Path, *, batches=(1, 4), rounds: int = 2
             "rows": out_rows}
 
 
+def machine_ceilings(ceilings: dict) -> dict:
+    """{precision: GFLOP/s}, the best runtime at each precision. A runtime's own matmul can be
+    slower than its convolutions (torch's fp32 matmul library on AMD CPUs, say), so its ceiling
+    alone can sit below what an engine achieves; the machine's is the best any of them reached."""
+    best: dict[str, float] = {}
+    for per_precision in ceilings.values():
+        for prec, value in per_precision.items():
+            if value is not None:
+                best[prec] = max(best.get(prec, 0.0), value)
+    return best
+
+
 def attach_ceilings(result: dict, ceilings: dict) -> None:
-    """Each row's achieved GFLOP/s as a fraction of its runtime's ceiling at its precision."""
+    """Each row's achieved GFLOP/s as a fraction of its runtime's ceiling at its precision, and
+    of the machine's (the best runtime's) at that precision."""
+    machine = machine_ceilings(ceilings)
     for model in result["models"]:
         for row in model["rows"]:
             rt, prec = row["ceiling"] or (None, None)
@@ -182,6 +196,8 @@ def attach_ceilings(result: dict, ceilings: dict) -> None:
             for stats in row["batches"].values():
                 if stats and top:
                     stats["fraction_of_ceiling"] = round(stats["gflops"] / top, 3)
+                if stats and machine.get(prec):
+                    stats["fraction_of_machine_ceiling"] = round(stats["gflops"] / machine[prec], 3)
 
 
 def run_bench(models: list[str], *, workdir: Path, log=print, ceiling_size: int = 1024,
@@ -207,6 +223,7 @@ def run_bench(models: list[str], *, workdir: Path, log=print, ceiling_size: int 
                         for p in set(a) | set(b)
                         if any(x is not None for x in (a.get(p), b.get(p)))}
     result["ceilings"] = ceilings
+    result["machine_ceilings"] = machine_ceilings(ceilings)
     attach_ceilings(result, ceilings)
     result["load_average_end"] = machine_mod.load_average()
     result["duration_s"] = round(time.time() - started, 1)
