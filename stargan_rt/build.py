@@ -5,8 +5,11 @@ cache when missing, which needs torch), convert them to the graph each network n
 target at that precision, and build or reuse one engine per network. The translator
 (``runtime.Translator``) only loads and runs what this returns.
 
-Which networks run at the requested precision: the per-frame generator. The classifier, FAN,
-mapping network and style encoder stay fp32 (cheap, or computed once, and accuracy-sensitive).
+Which networks run at the requested precision: the per-frame generator. The classifier, mapping
+network and style encoder stay fp32 (cheap, or computed once, and accuracy-sensitive); so does
+the v2 FAN, which runs on every frame too, unless the target has a faster float precision
+within the build's accuracy budget (``Backend.support_precision``: OpenVINO's bf16 in int8
+builds on CPUs where bf16 pays).
 """
 from __future__ import annotations
 
@@ -24,8 +27,10 @@ from stargan_rt.targets import resolve_target
 
 Log = Callable[[str], None]
 
-# Networks whose engines run at the requested precision; the rest stay fp32.
+# Networks whose engines run at the requested precision; the rest stay fp32, except the
+# per-frame support networks, at the target's support_precision.
 REDUCED_PRECISION_NETWORKS = ("generator",)
+SUPPORT_NETWORKS = ("fan",)
 
 
 def networks_for(bundle: Bundle) -> list[str]:
@@ -42,8 +47,13 @@ def networks_for(bundle: Bundle) -> list[str]:
     return nets
 
 
-def network_precision(network: str, precision: str) -> str:
-    return precision if network in REDUCED_PRECISION_NETWORKS else "fp32"
+def network_precision(network: str, precision: str, target: str | None = None) -> str:
+    """The precision ``network``'s engine runs at in a build at ``precision`` on ``target``."""
+    if network in REDUCED_PRECISION_NETWORKS:
+        return precision
+    if network in SUPPORT_NETWORKS and target is not None:
+        return get_backend(target).support_precision(precision)
+    return "fp32"
 
 
 @dataclass
@@ -105,7 +115,8 @@ def build(request: BuildRequest, log: Log = print) -> BuildResult:
     try:
         for net, path in graphs.paths.items():
             engine, info = get_engine(target, path, net,
-                                      network_precision(net, request.precision), cache, log,
+                                      network_precision(net, request.precision, target), cache,
+                                      log,
                                       rebuild=request.rebuild, streams=request.streams)
             engines[net] = engine
             infos.append(info)
@@ -151,7 +162,8 @@ def prepare_graphs(bundle: Bundle, target: str, precision: str, cache: EngineCac
         _export(bundle, folder, io, missing, fp32, cache, log)
     paths, notes = {}, []
     for net in networks:
-        choice = backend.graph_for(net, network_precision(net, precision), bundle.manifest.arch)
+        choice = backend.graph_for(net, network_precision(net, precision, target),
+                                   bundle.manifest.arch)
         if choice.note:
             notes.append(choice.note)
         if choice.precision == "fp32" and not choice.fuse_adain:
@@ -171,10 +183,13 @@ def prepare_graphs(bundle: Bundle, target: str, precision: str, cache: EngineCac
             suffix = f"int8-{_calib_id(calib)}-g{INT8_MIN_PSNR:g}"
         if form and form != "qdq":
             suffix += f"-{form}"
+        float_precision = backend.int8_float_precision() if choice.precision == "int8" else "fp32"
+        if float_precision != "fp32":   # the guard checked the graph at that precision
+            suffix += f"-{float_precision}"
         path = folder / f"{net}.{io}.{suffix}{'.fused' if choice.fuse_adain else ''}{ext}"
         if rebuild or net in missing or not _cached_graph_usable(path):
             _convert(fp32[net], path, choice.precision, choice.fuse_adain, calib, bundle, target,
-                     log, form)
+                     log, form, float_precision)
         paths[net] = path
     return GraphSet(paths, notes)
 
@@ -226,7 +241,7 @@ def _torch_available() -> bool:
 
 
 def _convert(source: Path, out: Path, precision: str, fuse: bool, calib, bundle: Bundle,
-             target: str, log: Log, form: str = "") -> None:
+             target: str, log: Log, form: str = "", float_precision: str = "fp32") -> None:
     try:
         from stargan_rt.export.calibration import load_calibration_frames
         from stargan_rt.export.precision import prepare_graph
@@ -240,7 +255,7 @@ def _convert(source: Path, out: Path, precision: str, fuse: bool, calib, bundle:
         if form and form != "qdq":
             from stargan_rt.export.int8_targets import convert_int8
 
-            info = convert_int8(target, form, source, out, frames, log)
+            info = convert_int8(target, form, source, out, frames, log, float_precision)
             log(f"{target} int8 ({form}): {info.get('quantized_convs')} convs int8, check "
                 f"{info.get('check_psnr_db')} dB against fp32")
             return

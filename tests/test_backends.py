@@ -167,7 +167,10 @@ def test_large_batches_run_in_chunks(graph, cache):
 
 
 def test_openvino_precision_hints(monkeypatch):
+    monkeypatch.setattr(ov_backend, "bf16_pays", lambda: False)
     assert ov_backend.inference_hint("int8") == "f32"
+    monkeypatch.setattr(ov_backend, "bf16_pays", lambda: True)
+    assert ov_backend.inference_hint("int8") == "bf16"   # the int8 engine's float parts
     monkeypatch.setattr(ov_backend, "capabilities", lambda: ["FP32", "BF16", "FP16"])
     assert ov_backend.inference_hint("fp16") == "bf16"
     monkeypatch.setattr(ov_backend, "capabilities", lambda: ["FP32", "FP16"])
@@ -359,3 +362,28 @@ def test_tensorrt_plan_from_elsewhere_is_refused(graph, cache):
     broken.write_bytes(b"garbage" * 100)
     with pytest.raises(UserError, match="cannot deserialise"):
         trt_backend.BACKEND.load(broken, "fp32")
+
+
+def test_openvino_bf16_is_measured_unless_forced(monkeypatch):
+    gain = ov_backend.bf16_gain()   # a real measurement on this CPU
+    assert gain > 0
+    monkeypatch.delenv(ov_backend.BF16_ENV, raising=False)
+    has_bf16 = "BF16" in ov_backend.capabilities()
+    assert ov_backend.bf16_pays() == (has_bf16 and gain >= ov_backend.BF16_MIN_GAIN)
+    for forced, want in (("1", True), ("0", False)):
+        monkeypatch.setenv(ov_backend.BF16_ENV, forced)
+        assert ov_backend.bf16_pays() is want
+
+
+def test_the_fan_runs_at_bf16_only_in_openvino_int8_builds_where_bf16_pays(monkeypatch):
+    from stargan_rt.build import network_precision
+
+    for pays in (True, False):
+        monkeypatch.setattr(ov_backend, "bf16_pays", lambda pays=pays: pays)
+        assert network_precision("fan", "int8", "openvino") == ("fp16" if pays else "fp32")
+        assert ov_backend.BACKEND.int8_float_precision() == ("bf16" if pays else "fp32")
+        for precision in ("fp32", "fp16"):   # fp16 builds judge the FAN at 40 dB: it stays fp32
+            assert network_precision("fan", precision, "openvino") == "fp32"
+        assert network_precision("fan", "int8", "onnxruntime") == "fp32"
+        assert network_precision("generator", "int8", "openvino") == "int8"
+        assert network_precision("style_encoder", "int8", "openvino") == "fp32"

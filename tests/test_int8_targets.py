@@ -70,9 +70,30 @@ def test_openvino_int8_is_quantized_by_nncf(built):
     bundle, cache = built
     int8 = _translator(bundle, cache, "openvino", "int8")
     fp32 = _translator(bundle, cache, "openvino", "fp32")
-    xml = next(cache.rglob("generator.uint8.int8-demo-g*-nncf.xml"))
+    xml = next(cache.rglob("generator.uint8.int8-demo-g*-nncf*.xml"))
     assert xml.with_suffix(".bin").is_file()
     assert "FakeQuantize" in xml.read_text()
+    faces = synthetic_faces(SIZE, 8, seed=3)
+    assert _psnr(int8(faces), fp32(faces)) >= 30
+
+
+@pytest.mark.skipif(not HAVE_NNCF, reason="nncf is not installed (pip install nncf)")
+def test_openvino_int8_float_parts_at_bf16_are_checked_at_bf16(built, monkeypatch):
+    # Where bf16 pays (forced here, as the CPU decides otherwise), the guard checks the int8
+    # graph with its float parts at bf16, the graph is cached apart from the fp32-float one, and
+    # the engine runs them at bf16.
+    from stargan_rt.backends import openvino as ov_backend
+    from stargan_rt.export.calibration import synthetic_faces
+
+    if "BF16" not in ov_backend.capabilities():
+        pytest.skip("this CPU has no bf16 for OpenVINO (OPTIMIZATION_CAPABILITIES lacks BF16)")
+    monkeypatch.setenv(ov_backend.BF16_ENV, "1")
+    bundle, cache = built
+    int8 = _translator(bundle, cache, "openvino", "int8")
+    fp32 = _translator(bundle, cache, "openvino", "fp32")
+    assert int8.engines["generator"].hint == "bf16"
+    assert next(cache.rglob("generator.uint8.int8-demo-g*-nncf-bf16.xml")).with_suffix(
+        ".bin").is_file()
     faces = synthetic_faces(SIZE, 8, seed=3)
     assert _psnr(int8(faces), fp32(faces)) >= 30
 

@@ -73,6 +73,17 @@ class Backend:
         """Build settings that change the engine, as text (part of the cache key)."""
         return ""
 
+    def support_precision(self, precision: str) -> str:
+        """The precision of the per-frame support networks (the v2 FAN) in a build at
+        ``precision``: fp32 unless this target has a float precision that is faster here and
+        within that build's accuracy budget."""
+        return "fp32"
+
+    def int8_float_precision(self) -> str:
+        """The precision the float parts of this target's int8 engine run at (its accuracy guard
+        checks the graph at the same one)."""
+        return "fp32"
+
     def graph_for(self, network: str, precision: str, arch: str) -> GraphChoice:
         """The graph to compile for ``network`` running at ``precision`` (the precision is in
         the graph by default)."""

@@ -2,13 +2,21 @@
 
 Precisions: ``fp32`` runs the fp32 graph with the f32 inference hint; ``fp16`` means the CPU's
 native reduced precision, bf16 where OPTIMIZATION_CAPABILITIES lists BF16 (AMX / AVX512-BF16),
-else f16 where it lists FP16, else f32 (said when chosen); ``int8`` runs the Q/DQ graph (OpenVINO
-maps the Q/DQ pairs onto INT8 kernels). The compiled model is exported
-(``CompiledModel.export_model``) into the engine cache and imported on the next start.
+else f16 where it lists FP16, else f32 (said when chosen); ``int8`` runs NNCF's int8 graph
+(OpenVINO maps its quantize pairs onto INT8 kernels).
+
+In an int8 build the float parts (the normalisation layers, the convolutions the accuracy guard
+kept in float) and the v2 FAN run at bf16 where bf16 pays on this CPU (``bf16_pays``: measured,
+not read from the flags: AVX512-BF16 without AMX runs OpenVINO's bf16 at 0.7x fp32 on an Intel
+Xeon and at 1.9x on an AMD EPYC). The compiled model is exported (``CompiledModel.export_model``)
+into the engine cache and imported on the next start.
 """
 from __future__ import annotations
 
+import functools
+import os
 import queue
+import time
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +47,56 @@ def reduced_precision() -> str:
     return "f32"
 
 
+BF16_ENV = "STARGAN_RT_OPENVINO_BF16"   # "1" / "0": skip the measurement (reproducible builds)
+BF16_MIN_GAIN = 1.5   # bf16 must beat fp32 by this much: far from both CPUs measured (0.7x, 1.9x)
+
+
+def bf16_pays() -> bool:
+    """Whether this CPU runs OpenVINO's bf16 clearly faster than f32 (``bf16_gain``), unless
+    STARGAN_RT_OPENVINO_BF16 says so. The flags cannot tell: AVX512-BF16 is listed both where
+    it is slower than fp32 and where it is twice as fast."""
+    forced = os.environ.get(BF16_ENV)
+    if forced in ("0", "1"):
+        return forced == "1"
+    return "BF16" in capabilities() and bf16_gain() >= BF16_MIN_GAIN
+
+
+@functools.cache
+def bf16_gain() -> float:
+    """bf16 speed over f32 on this CPU: a 512x512 matrix product at each inference hint, best
+    of a dozen calls (about 0.1 s, once per process)."""
+    ov = _ov()
+    size = 512
+    x = ov.opset13.parameter([size, size], ov.Type.f32, name="x")
+    w = ov.opset13.constant(np.random.default_rng(0).standard_normal((size, size), np.float32))
+    model = ov.Model([ov.opset13.matmul(x, w, False, False)], [x], "probe")
+    feed = np.random.default_rng(1).standard_normal((size, size), np.float32)
+    best = {}
+    for hint in ("f32", "bf16"):
+        request = ov.Core().compile_model(model, DEVICE, {"INFERENCE_PRECISION_HINT": hint,
+                                                          "NUM_STREAMS": 1}).create_infer_request()
+        request.infer({0: feed})
+        times = []
+        for _ in range(12):
+            start = time.perf_counter()
+            request.infer({0: feed})
+            times.append(time.perf_counter() - start)
+        best[hint] = min(times)
+    return best["f32"] / best["bf16"]
+
+
 def inference_hint(precision: str) -> str:
     if precision == "fp16":
         return reduced_precision()
-    # int8: the Q/DQ parts run as INT8 kernels; the float parts between them stay f32 (the
-    # normalisation layers are kept out of INT8 for accuracy, so keep them accurate here too).
+    if precision == "int8":
+        # The INT8 kernels run the quantized convolutions; what stays float (normalisation, the
+        # guard's float convolutions) runs at bf16 only where that pays (see bf16_pays).
+        return int8_float_hint()
     return "f32"
+
+
+def int8_float_hint() -> str:
+    return "bf16" if bf16_pays() else "f32"
 
 
 def _config(precision: str, streams: int = 1) -> dict:
@@ -148,6 +200,14 @@ class OpenVinoBackend(Backend):
 
     def build_options(self, precision: str) -> str:
         return "hint=" + inference_hint(precision)
+
+    def support_precision(self, precision: str) -> str:
+        # The FAN at bf16 costs its masks 33-38 dB and the translation ~1 dB: inside an int8
+        # build's 30 dB, not an fp16 build's 40 dB.
+        return "fp16" if precision == "int8" and bf16_pays() else "fp32"
+
+    def int8_float_precision(self) -> str:
+        return "bf16" if int8_float_hint() == "bf16" else "fp32"
 
     def graph_for(self, network: str, precision: str, arch: str) -> GraphChoice:
         # fp16: OpenVINO converts the fp32 graph itself (the bf16 / f16 inference hint)

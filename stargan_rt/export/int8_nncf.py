@@ -101,10 +101,11 @@ def _conv_names(model) -> list[str]:
             if op.get_type_name() in CONV_TYPES]
 
 
-def _run(model, feeds: dict[str, np.ndarray], batch: int = 4) -> list[np.ndarray]:
+def _run(model, feeds: dict[str, np.ndarray], batch: int = 4,
+         hint: str = "f32") -> list[np.ndarray]:
     import openvino as ov
 
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
     request = compiled.create_infer_request()
     count = len(next(iter(feeds.values())))
     parts = []
@@ -117,9 +118,11 @@ def _run(model, feeds: dict[str, np.ndarray], batch: int = 4) -> list[np.ndarray
 
 def to_openvino_int8(fp32_path: str | os.PathLike, out_xml: str | os.PathLike,
                      frames: np.ndarray, aux: dict | None = None, min_psnr: float | None = None,
-                     log=None) -> dict:
+                     log=None, float_precision: str = "fp32") -> dict:
     """Quantize the fp32 export with NNCF, check it, write ``out_xml`` (+ ``.bin``) atomically.
-    Returns the info recorded with the engine (scheme, PSNR of the check, float convolutions)."""
+    Returns the info recorded with the engine (scheme, PSNR of the check, float convolutions).
+    ``float_precision`` (fp32 / bf16): what the engine runs the float parts at; the check runs
+    them at the same against the fp32 graph at fp32."""
     import onnx
     import openvino as ov
 
@@ -144,8 +147,10 @@ def to_openvino_int8(fp32_path: str | os.PathLike, out_xml: str | os.PathLike,
          for k, v in feeds.items()}
     reference = _run(ov.Core().read_model(str(fp32_path)), check_feeds)
 
+    hint = {"fp32": "f32", "bf16": "bf16"}[float_precision]
+
     def checked(model) -> float:
-        return _psnr(_run(model, check_feeds), reference)
+        return _psnr(_run(model, check_feeds, hint=hint), reference)
 
     scheme, floats = "nncf defaults", []
     quantized = nncf_quantize(fp32_path, calib)
@@ -165,7 +170,7 @@ def to_openvino_int8(fp32_path: str | os.PathLike, out_xml: str | os.PathLike,
             for name in _conv_names(base):
                 trial = base.clone()
                 convs_to_float(trial, [name])
-                gains.append((_psnr(_run(trial, few), few_reference), name))
+                gains.append((_psnr(_run(trial, few, hint=hint), few_reference), name))
             order = [name for _, name in sorted(gains, key=lambda g: -g[0])]
             kept, step = 0, 1
             while psnr < min_psnr and kept < len(order):
@@ -198,4 +203,4 @@ def to_openvino_int8(fp32_path: str | os.PathLike, out_xml: str | os.PathLike,
             "check_frames": int(len(check)),
             "calibration_samples": len(next(iter(calib.values()))),
             "fp32_convs": len(floats), "quantized_convs": len(convs) - len(floats),
-            "float_convs": floats, "min_psnr_db": min_psnr}
+            "float_convs": floats, "min_psnr_db": min_psnr, "float_precision": float_precision}

@@ -50,15 +50,18 @@ def hidden_torch():
             del sys.modules["torch"]
 
 
-def convert_int8(target: str, form: str, source: Path, out: Path, frames, log=print) -> dict:
-    """Write the ``form`` int8 graph of the fp32 export ``source`` to ``out``; returns its info."""
+def convert_int8(target: str, form: str, source: Path, out: Path, frames, log=print,
+                 float_precision: str = "fp32") -> dict:
+    """Write the ``form`` int8 graph of the fp32 export ``source`` to ``out``; returns its info.
+    ``float_precision``: what the engine runs the graph's float parts at (nncf: bf16 or fp32);
+    the accuracy guard checks the graph at the same."""
     from stargan_rt.export.onnx_io import save_model, set_metadata
 
     if form == "nncf":
         from stargan_rt.export.int8_nncf import to_openvino_int8
 
         with hidden_torch():  # nncf.quantize also tries torch to tell the model's framework
-            return to_openvino_int8(source, out, frames, log=log)
+            return to_openvino_int8(source, out, frames, log=log, float_precision=float_precision)
     if form == "u8s8":
         import onnx
 
