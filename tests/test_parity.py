@@ -58,6 +58,13 @@ def test_thresholds():
     assert t.judge("fp32", False, 99, 1e-3)[0] and not t.judge("fp32", False, 99, 2e-3)[0]
     assert t.judge("fp16", True, 40.0, 50)[0] and not t.judge("fp16", True, 39.9, 0)[0]
     assert t.judge("int8", True, 30.0, 90)[0] and not t.judge("int8", True, 29.9, 0)[0]
+    # the FAN's thresholded masks at fp32: by PSNR (one flipped pixel is no failure); landmarks
+    # in crop pixels
+    assert t.judge("fp32", False, 66.0, 0.57, "nchw-mask")[0]
+    assert not t.judge("fp32", False, 59.9, 0.0, "nchw-mask")[0]
+    assert t.judge("fp32", False, 99, 7e-3, "landmarks")[0]
+    assert not t.judge("fp32", False, 99, 0.06, "landmarks")[0]
+    assert t.judge("int8", False, 32.2, 1.0, "nchw-mask")[0]   # reduced precisions: unchanged
 
 
 # -- the verbs -------------------------------------------------------------------------------------
