@@ -114,9 +114,8 @@ def build(request: BuildRequest, log: Log = print) -> BuildResult:
     infos = []
     try:
         for net, path in graphs.paths.items():
-            engine, info = get_engine(target, path, net,
-                                      network_precision(net, request.precision, target), cache,
-                                      log,
+            precision = network_precision(net, request.precision, target)
+            engine, info = get_engine(target, path, net, precision, cache, log,
                                       rebuild=request.rebuild, streams=request.streams)
             engines[net] = engine
             infos.append(info)

@@ -67,6 +67,35 @@ def test_thresholds():
     assert t.judge("int8", False, 32.2, 1.0, "nchw-mask")[0]   # reduced precisions: unchanged
 
 
+def test_a_fan_below_fp32_is_judged_by_the_builds_precision(monkeypatch):
+    # OpenVINO int8 builds run the FAN at bf16 where bf16 pays: its masks then answer to the
+    # int8 build's 30 dB, not to the 40 dB of an fp16 build or to fp32's tolerance.
+    from stargan_rt.backends import openvino as ov_backend
+    from stargan_rt.parity import check_engines
+
+    mask = np.zeros((1, 1, 64, 64), np.float32)
+    mask[0, 0, 16:48, 16:48] = 1.0
+    noisy = mask + np.random.default_rng(0).normal(0, 0.02, mask.shape).astype(np.float32)  # ~34 dB
+
+    class Reference:
+        def case(self, network, io):
+            return {}, {"mask_face": mask}, {"mask_face": "nchw-mask"}
+
+    class Engine:
+        def run(self, feeds):
+            return {"mask_face": noisy}
+
+        def describe(self):
+            return "stand-in"
+
+    for pays, ran_at, passed in ((True, "fp16", True), (False, "fp32", False)):
+        monkeypatch.setattr(ov_backend, "bf16_pays", lambda pays=pays: pays)
+        [result] = check_engines(Reference(), "openvino", "int8", {"fan": Engine()}, "uint8",
+                                 Thresholds())
+        assert result.engine_precision == ran_at and result.passed is passed, result
+        assert result.criterion == ("PSNR >= 30 dB" if pays else "PSNR >= 60 dB")
+
+
 # -- the verbs -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):

@@ -91,12 +91,8 @@ def inference_hint(precision: str) -> str:
     if precision == "int8":
         # The INT8 kernels run the quantized convolutions; what stays float (normalisation, the
         # guard's float convolutions) runs at bf16 only where that pays (see bf16_pays).
-        return int8_float_hint()
+        return "bf16" if bf16_pays() else "f32"
     return "f32"
-
-
-def int8_float_hint() -> str:
-    return "bf16" if bf16_pays() else "f32"
 
 
 def _config(precision: str, streams: int = 1) -> dict:
@@ -202,12 +198,12 @@ class OpenVinoBackend(Backend):
         return "hint=" + inference_hint(precision)
 
     def support_precision(self, precision: str) -> str:
-        # The FAN at bf16 costs its masks 33-38 dB and the translation ~1 dB: inside an int8
-        # build's 30 dB, not an fp16 build's 40 dB.
+        # At bf16 the FAN's masks check 32-36 dB against PyTorch and the translation loses about
+        # 1 dB: inside an int8 build's 30 dB, not an fp16 build's 40 dB.
         return "fp16" if precision == "int8" and bf16_pays() else "fp32"
 
     def int8_float_precision(self) -> str:
-        return "bf16" if int8_float_hint() == "bf16" else "fp32"
+        return "bf16" if bf16_pays() else "fp32"
 
     def graph_for(self, network: str, precision: str, arch: str) -> GraphChoice:
         # fp16: OpenVINO converts the fp32 graph itself (the bf16 / f16 inference hint)
