@@ -47,11 +47,11 @@ def networks_for(bundle: Bundle) -> list[str]:
     return nets
 
 
-def network_precision(network: str, precision: str, target: str | None = None) -> str:
+def network_precision(network: str, precision: str, target: str) -> str:
     """The precision ``network``'s engine runs at in a build at ``precision`` on ``target``."""
     if network in REDUCED_PRECISION_NETWORKS:
         return precision
-    if network in SUPPORT_NETWORKS and target is not None:
+    if network in SUPPORT_NETWORKS:
         return get_backend(target).support_precision(precision)
     return "fp32"
 

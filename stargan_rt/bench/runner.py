@@ -188,7 +188,7 @@ def machine_ceilings(ceilings: dict) -> dict:
 def attach_ceilings(result: dict, ceilings: dict) -> None:
     """Each row's achieved GFLOP/s as a fraction of its runtime's ceiling at its precision, and
     of the machine's (the best runtime's) at that precision."""
-    machine = machine_ceilings(ceilings)
+    machine = result["machine_ceilings"] = machine_ceilings(ceilings)
     for model in result["models"]:
         for row in model["rows"]:
             rt, prec = row["ceiling"] or (None, None)
@@ -223,7 +223,6 @@ def run_bench(models: list[str], *, workdir: Path, log=print, ceiling_size: int 
                         for p in set(a) | set(b)
                         if any(x is not None for x in (a.get(p), b.get(p)))}
     result["ceilings"] = ceilings
-    result["machine_ceilings"] = machine_ceilings(ceilings)
     attach_ceilings(result, ceilings)
     result["load_average_end"] = machine_mod.load_average()
     result["duration_s"] = round(time.time() - started, 1)
