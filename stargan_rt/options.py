@@ -73,6 +73,11 @@ class Number:
         return value
 
 
+def streams_option(text: str):
+    """argparse type of the webcam verb's --streams: 'auto' or a STREAMS count."""
+    return "auto" if text.strip().lower() == "auto" else STREAMS(text)
+
+
 def _is_float(text) -> bool:
     try:
         float(text)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -155,12 +156,17 @@ def test_crops_are_levelled_like_celeba_aligned_photos():
 
 
 class CountingDetector(HaarDetector):
-    """Counts whole-frame scans."""
+    """Counts whole-frame scans and keeps their size steps."""
     scans = 0
 
-    def detect_weighted(self, grey, scale):
+    def __init__(self):
+        super().__init__()
+        self.steps = []
+
+    def detect_weighted(self, grey, scale, step=1.1):
         self.scans += 1
-        return super().detect_weighted(grey, scale)
+        self.steps.append(step)
+        return super().detect_weighted(grey, scale, step)
 
 
 def test_tracked_faces_are_detected_again_in_their_region(frames):
@@ -183,6 +189,17 @@ def test_a_face_lost_from_its_region_falls_back_to_a_whole_frame_scan(frames):
     shifted = np.roll(frames[0], frames[0].shape[1] // 2, axis=1)  # the face jumps away
     tracker.update(shifted)
     assert detector.scans == 2
+    assert detector.steps == [1.1, 1.1]  # finding a face: the fine size steps
+
+
+def test_the_periodic_scan_for_new_faces_is_coarser(frames):
+    detector = CountingDetector()
+    tracker = FaceTracker(detector, every=1, scan_every=3)
+    for frame in frames[:7]:
+        assert len(tracker.update(frame)) == 1
+    # the first scan finds the face; the later ones, while it is tracked, only look for others
+    assert detector.steps == [1.1, tracker.new_face_step, tracker.new_face_step]
+    assert tracker.new_face_step > 1.1
 
 
 def test_boxes_are_smooth_on_a_still_face(frames):
@@ -342,12 +359,22 @@ def test_webcam_command_records_and_writes_stats(bundle, face_video, tmp_path):
     s = json.loads(stats.read_text())
     assert s["frames_in"] == s["frames_out"] == N_FRAMES and s["frames_dropped"] == 0
     assert s["frames_with_faces"] >= 0.9 * N_FRAMES and s["domain"] == "Blond_Hair"
+    assert s["streams"] == (2 if (os.cpu_count() or 1) >= 2 else 1)  # --streams auto, a file
     for stage in ("capture", "detect", "infer", "paste", "end_to_end"):
         assert s["latency_ms"][stage]["p50"] <= s["latency_ms"][stage]["p95"]
     assert s["parity"]["checks"] == 3 and s["parity"]["passed"], s["parity"]
     assert s["parity"]["max_abs_err"] <= 2
     assert count_video_frames(out) == N_FRAMES
     assert not list(tmp_path.glob(".*partial*"))  # no temp file left behind
+
+
+def test_streams_auto_is_one_for_live_frames_and_two_for_a_file(monkeypatch):
+    from stargan_rt.stream.app import _streams
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert _streams("auto", live=True) == 1 and _streams("auto", live=False) == 2
+    assert _streams(3, live=True) == 3 and _streams(1, live=False) == 1  # asked for: kept
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert _streams("auto", live=False) == 1
 
 
 def test_webcam_image_folder_dying_mid_stream(bundle, frames, tmp_path):

@@ -24,11 +24,12 @@ def register(subparsers) -> None:
     p.add_argument("--loop", action="store_true", help="restart a file source at its end")
     p.add_argument("--realtime", action="store_true",
                    help="pace a file at its own FPS and drop the oldest frames like a camera")
-    p.add_argument("--streams", type=options.STREAMS, default=1,
-                   help="frames in inference at once, each on its share of the cores (default "
-                        "1: the lowest latency; 2 on a CPU: more frames per second when "
-                        "detection and paste-back share the cores; see `stargan-rt bench "
-                        "--pipeline --streams 1,2`)")
+    p.add_argument("--streams", type=options.streams_option, default="auto",
+                   help="frames in inference at once, each on its share of the cores: 1 has "
+                        "the lowest latency, 2 on a CPU more frames per second when detection "
+                        "and paste-back share the cores (`stargan-rt bench --pipeline --streams "
+                        "1,2` measures both). Default auto: 1 for a camera, a stream or "
+                        "--realtime; 2 for a file taken frame by frame on 2 or more cores")
     p.add_argument("--width", type=options.FRAME_SIDE, help="camera: requested width")
     p.add_argument("--height", type=options.FRAME_SIDE, help="camera: requested height")
     p.add_argument("--fps", type=options.FPS, help="camera: requested FPS")

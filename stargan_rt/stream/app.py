@@ -59,6 +59,19 @@ def _check_options(args) -> None:
                 raise UserError(f"{option} {value}: that is a directory; give a file name")
 
 
+def _streams(requested, live: bool) -> int:
+    """--streams auto: one frame in inference at a time when frames come live (a camera, a
+    stream, --realtime: the lowest latency, and the source's rate is the limit), two when a
+    file is taken frame by frame on two or more cores (the most frames per second: the other
+    stages then stall one frame's inference, not both cores' work)."""
+    if requested != "auto":
+        return int(requested)
+    streams = 1 if live or (os.cpu_count() or 1) < 2 else 2
+    why = "live frames: the lowest latency" if live else "a file, frame by frame"
+    _log(f"streams: {streams} (auto, {why})")
+    return streams
+
+
 def _check_model(args, model_path) -> Bundle:
     """A bad model, an unknown domain or options of the other architecture fail before any
     engine is built."""
@@ -157,11 +170,12 @@ def run_webcam(args) -> int:
     source = open_source(args.source, loop=args.loop, width=args.width, height=args.height,
                          fps=args.fps)
     _log(f"source: {source.description}")
+    streams = _streams(args.streams, source.live or args.realtime)
     translator = None
     try:
         translator = Translator.create(model=str(model_path), target=args.target,
                                        precision=args.precision, cache_dir=args.cache_dir,
-                                       log=_log, streams=args.streams)
+                                       log=_log, streams=streams)
         domain, labels = _target(args, translator)
         options = StreamOptions(
             realtime=args.realtime, max_frames=args.max_frames, domain=domain, labels=labels,
@@ -169,7 +183,7 @@ def run_webcam(args) -> int:
             parity_every=args.parity_every,
             reference_factory=_reference_factory(model_path) if args.parity_every else None,
             precision=args.precision, log=_log, model_name=str(model_path),
-            side_by_side=args.side_by_side, mirror=args.mirror, streams=args.streams)
+            side_by_side=args.side_by_side, mirror=args.mirror, streams=streams)
         sinks = _sinks(args, headless, serve)
         pipeline = Pipeline(source, translator, _face_stage(args, translator), sinks, options)
     except BaseException:

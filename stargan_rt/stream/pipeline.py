@@ -457,7 +457,8 @@ class Pipeline:
         drops = self.dropped()
         return {
             "model": self.model_name, "arch": self.arch, "engine": self.engine,
-            "precision": self.precision, "domain": self.target.domain,
+            "precision": self.precision, "streams": self.streams,
+            "domain": self.target.domain,
             "labels": list(self.target.labels) if self.target.labels else None,
             "style": ({"seed": self.target.seed, "psi": self.target.psi,
                        "reference": self.target.ref_bgr is not None}
