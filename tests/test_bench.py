@@ -90,12 +90,16 @@ def test_pipeline_mode(cli, tiny, tmp_path):
     out = tmp_path / "pipe"
     result = cli("bench", "--pipeline", "--model", tiny[0], "--target", "onnxruntime",
                  "--precision", "fp32", "--max-frames", "12", "--opencv-threads", "1,default",
-                 "--streams", "1,2", "--cache-dir", tiny[2], "--out", out)
+                 "--streams", "1,2", "--pipeline-rounds", "2", "--cache-dir", tiny[2],
+                 "--out", out)
     assert result.code == 0, result
     data = json.loads((out / "bench.json").read_text())
     assert [(r["streams"], r["opencv_threads"]) for r in data["pipeline"]] == [
         (1, 1), (1, None), (2, 1), (2, None)]
     run = data["pipeline"][0]
+    # each setting ran twice between engine-alone timings; one of the two is reported
+    assert all(len(r["rounds"]) == 2 for r in data["pipeline"])
+    assert run["fps_fraction_of_alone"] in [r["fps_fraction_of_alone"] for r in run["rounds"]]
     assert "640x480" in run["source"]["description"]
     assert all(r["frames_out"] == 12 for r in data["pipeline"])
     assert run["engine_alone_fps"] > 0 and data["pipeline"][2]["streams_alone_fps"] > 0
@@ -106,4 +110,5 @@ def test_pipeline_mode(cli, tiny, tmp_path):
 
 def test_bad_options(cli, tmp_path):
     assert cli("bench", "--batch", "0", "--out", tmp_path).code == 2
+    assert cli("bench", "--pipeline", "--pipeline-rounds", "0", "--out", tmp_path).code == 2
     assert cli("bench", "--batch", "x", "--out", tmp_path).code == 2

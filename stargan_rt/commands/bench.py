@@ -54,6 +54,9 @@ def register(subparsers) -> None:
     p.add_argument("--realtime", action="store_true",
                    help="--pipeline: also a run paced at the video's FPS (end-to-end latency)")
     p.add_argument("--max-frames", type=int, default=300, help="--pipeline: frames per run")
+    p.add_argument("--pipeline-rounds", type=int, default=3,
+                   help="--pipeline: runs per setting, each between two timings of the engine "
+                        "alone; the median FPS / alone is reported (default 3)")
     p.add_argument("--target", default="openvino", help="--pipeline: engine target")
     p.add_argument("--precision", default="int8", help="--pipeline: engine precision")
     p.set_defaults(func=run)
@@ -110,6 +113,8 @@ def _pipeline(args, workdir: Path, log) -> dict:
     from stargan_rt.bench.pipeline import resized_video, run_pipeline
     from stargan_rt.runtime import Translator
 
+    if args.pipeline_rounds < 1:
+        raise UserError(f"--pipeline-rounds {args.pipeline_rounds}: expected 1 or more")
     info = machine.describe()
     log(f"machine: {machine.one_line(info)}")
     result = {"tool": "stargan-rt bench --pipeline", "machine": info, "models": [],
@@ -146,7 +151,7 @@ def _pipeline(args, workdir: Path, log) -> dict:
                     for count in threads:
                         result["pipeline"].append(run_pipeline(
                             spec, made[n], made[1], source, realtime, args.max_frames, log,
-                            count, n))
+                            count, n, args.pipeline_rounds))
         finally:
             for translator in made.values():
                 translator.close()
