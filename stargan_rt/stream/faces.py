@@ -506,9 +506,6 @@ class Paster:
         self.size = size
         self.colour_match = colour_match
         self.mask = feather_mask(size)
-        # warped per face square as uint8 (a quarter of float32's warp time; a moving face warps
-        # it every frame), then scaled to float weights: levels of 1/255 on a uint8 result
-        self.mask_u8 = np.rint(self.mask * 255.0).astype(np.uint8)
         # the feather ring, where the seam is: the colour statistics are taken there
         self.ring = ((self.mask > 0.02) & (self.mask < 0.98)).astype(np.uint8)
         self.has_ring = bool(self.ring.any())
@@ -552,9 +549,8 @@ class Paster:
             key = (*square, rx0, ry0, rx1, ry1)
             weights = self._alphas.get(key)
             if weights is None:
-                alpha = cv2.warpAffine(self.mask_u8, m, dsize, flags=flags,
+                alpha = cv2.warpAffine(self.mask, m, dsize, flags=flags,
                                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-                alpha = alpha.astype(np.float32) * np.float32(1.0 / 255.0)
                 if len(self._alphas) >= 16:
                     self._alphas.clear()  # faces moved on; keep the cache small
                 weights = self._alphas[key] = (1.0 - alpha, alpha)
