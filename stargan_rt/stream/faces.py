@@ -498,8 +498,8 @@ class Paster:
     original crop over the mask's feather ring (where the seam is), and the correction fades from
     full at the ring to none in the face's centre, so the translation itself is kept. (YCrCb, a
     linear luma / chroma split: its conversions cost a tenth of Lab's.) The matched colours come
-    from a per-channel lookup table and are faded in with one ``blendLinear``: ~0.1 ms per face,
-    a fifth of the same arithmetic in float32 numpy, which the live pipeline pays every frame.
+    from a per-channel lookup table and are faded in with one ``blendLinear``: 0.1-0.2 ms per
+    face, a quarter to a half of the same arithmetic in float32 numpy (paid every frame).
     """
 
     def __init__(self, size: int, colour_match: bool = True):
