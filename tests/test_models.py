@@ -74,6 +74,45 @@ def test_heatmaps_to_masks_range_and_parts():
     assert inner.sum() < face.sum()  # the second mask drops chin, lips and eyebrows
 
 
+def _masks_channel_by_channel(x):
+    """The official post-processing written out channel by channel, as StarGAN v2's
+    ``preprocess`` does it: the reference for the grouped heatmaps_to_masks."""
+    from stargan_rt.models import fan as F_
+
+    n, c, h, w = x.shape
+    x = torch.where(x < 0.1, torch.zeros_like(x), x)
+    flat = x.reshape(n * c, h * w)
+    low, high = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
+    x = ((flat - low) / (high - low + 1e-6)).reshape(n, c, h, w).clone()
+
+    def up(t, rows):
+        return torch.roll(t, shifts=-rows, dims=2)
+    for (lo, hi), rows, power in [(F_.CHIN, 0, 3), (F_.EYEBROWS, -7, 2), (F_.NOSTRILS, 8, 4),
+                                  (F_.LIP_UPPER, -8, 4), (F_.LIP_LOWER, 8, 4),
+                                  (F_.LIP_INNER, -2, 3)]:
+        x[:, lo:hi] = up(x[:, lo:hi], rows) ** power
+    x[:, F_.ZEROED] = 0
+    x[:, F_.NOSE[0] + 1:F_.NOSE[1]] = up(x[:, F_.NOSE[0] + 1:F_.NOSE[1]], 4)
+    eyes = x[:, F_.EYES[0]:F_.EYES[1]].clone()
+    x[:, F_.EYES[0]:F_.EYES[1]] = up(eyes, -8) ** 3 + up(eyes, -24)
+    x2 = x.clone()
+    for lo, hi in (F_.CHIN, (76, 96), F_.EYEBROWS):
+        x2[:, lo:hi] = 0
+    face, inner = x.sum(dim=1, keepdim=True), x2.sum(dim=1, keepdim=True)
+    return torch.nan_to_num(face, nan=0.0).clamp(0, 1), inner.clamp(0, 1)
+
+
+def test_grouped_masks_match_the_channel_by_channel_post_processing():
+    yy, xx = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
+    torch.manual_seed(1)
+    cx, cy = torch.rand(2, 98, 1, 1) * 200 + 28, torch.rand(2, 98, 1, 1) * 200 + 28
+    heat = torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 30.0) * (0.5 + 0.5 * torch.rand(2, 98, 1, 1))
+    heat = heat + 0.11 * torch.rand(2, 98, 256, 256)  # background above and below the 0.1 cut
+    for got, want in zip(heatmaps_to_masks(heat), _masks_channel_by_channel(heat)):
+        assert 0.2 < want.mean() < 0.5  # neither mask empty or saturated: a real comparison
+        assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+
+
 def test_heatmap_landmarks_find_known_points():
     """FAN heatmaps -> points: Gaussian blobs at known sub-pixel positions of a 64x64 heatmap
     come back at those positions in the pixels of the (here 256 px) image, with their peaks."""

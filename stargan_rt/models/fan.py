@@ -168,47 +168,56 @@ ZEROED = list(range(0, 8)) + list(range(25, 33)) + [33, 46, 76, 82]
 
 def _shift_up(x: torch.Tensor, pixels: int) -> torch.Tensor:
     """Move heatmap content up by ``pixels`` rows (down when negative), wrapping around."""
-    return torch.roll(x, shifts=-pixels, dims=2)
+    return torch.roll(x, shifts=-pixels, dims=2) if pixels else x
+
+
+def _group(x: torch.Tensor, channels: list[int], power: int = 1) -> torch.Tensor:
+    """Sum over ``channels`` (contiguous runs, each sliced once) of x ** power: (N, 1, H, W)."""
+    runs, total = [], None
+    for c in sorted(channels):
+        if runs and runs[-1][1] == c:
+            runs[-1][1] = c + 1
+        else:
+            runs.append([c, c + 1])
+    for lo, hi in runs:
+        part = x[:, lo:hi]
+        part = (part ** power if power != 1 else part).sum(dim=1, keepdim=True)
+        total = part if total is None else total + part
+    return total
 
 
 def heatmaps_to_masks(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """98 landmark heatmaps (N, 98, H, W) -> (whole-face mask, mask without chin/lips/eyebrows).
 
     Follows the official post-processing: drop weak responses, min-max normalise each heatmap,
-    move and sharpen the heatmaps of some facial parts, sum them into masks.
+    move and sharpen the heatmaps of some facial parts, sum them into masks. Each part's
+    channels are summed before they are moved (a move is the same for a whole part, and
+    summing commutes with it), so the full-size heatmaps are never split, moved or stacked
+    again channel by channel: at 256 px those copies were two thirds of the exported FAN's time.
     """
     n, c, h, w = x.shape
-    x = torch.where(x < 0.1, torch.zeros_like(x), x)
-    flat = x.reshape(n * c, h * w)
-    low = flat.min(dim=1, keepdim=True).values
-    high = flat.max(dim=1, keepdim=True).values
+    x = torch.where(x < 0.1, 0.0, x)
+    flat = x.reshape(n, c, h * w)
+    low = flat.amin(dim=2, keepdim=True)
+    high = flat.amax(dim=2, keepdim=True)
     x = ((flat - low) / (high - low + 1e-6)).reshape(n, c, h, w)
 
     scale = h // 256
-    # (range, rows to move up, exponent)
-    part_ops = [(CHIN, 0, 3), (EYEBROWS, -7 * scale, 2), (NOSTRILS, 8 * scale, 4),
-                (LIP_UPPER, -8 * scale, 4), (LIP_LOWER, 8 * scale, 4), (LIP_INNER, -2 * scale, 3)]
-    parts = list(x.unbind(dim=1))
+    zeroed = set(ZEROED)
 
-    def replace(span: tuple[int, int], new: torch.Tensor) -> None:
-        parts[span[0]:span[1]] = list(new.unbind(dim=1))
+    def part(span: tuple[int, int], rows: int = 0, power: int = 1) -> torch.Tensor:
+        kept = [i for i in range(*span) if i not in zeroed]
+        return _shift_up(_group(x, kept, power), rows)
 
-    def stack(span: tuple[int, int]) -> torch.Tensor:
-        return torch.stack(parts[span[0]:span[1]], dim=1)
-
-    for span, rows, power in part_ops:
-        replace(span, _shift_up(stack(span), rows) ** power)
-    zero = torch.zeros_like(parts[0])
-    for index in ZEROED:
-        parts[index] = zero
-    replace((NOSE[0] + 1, NOSE[1]), _shift_up(stack((NOSE[0] + 1, NOSE[1])), 4 * scale))
-    eyes = stack(EYES)
-    replace(EYES, _shift_up(eyes, -8) ** 3 + _shift_up(eyes, -24))
-
-    face = torch.stack(parts, dim=1).sum(dim=1, keepdim=True)
-    for span in (CHIN, (76, 96), EYEBROWS):
-        for index in range(*span):
-            parts[index] = zero
-    inner = torch.stack(parts, dim=1).sum(dim=1, keepdim=True)
+    eyes = _group(x, list(range(*EYES)), 3)
+    eyes_plain = _group(x, list(range(*EYES)))
+    # in both masks: the nose, nostrils, eyes and the two eye centres (96, 97)
+    inner = (part((NOSE[0], NOSE[0] + 1)) + part((NOSE[0] + 1, NOSE[1]), 4 * scale)
+             + part(NOSTRILS, 8 * scale, 4) + _shift_up(eyes, -8) + _shift_up(eyes_plain, -24)
+             + part((LIP_INNER[1], c)))
+    # the whole face adds the chin, eyebrows and lips
+    face = (inner + part(CHIN, 0, 3) + part(EYEBROWS, -7 * scale, 2)
+            + part(LIP_UPPER, -8 * scale, 4) + part(LIP_LOWER, 8 * scale, 4)
+            + part(LIP_INNER, -2 * scale, 3))
     face = torch.nan_to_num(face, nan=0.0)
     return face.clamp(0, 1), inner.clamp(0, 1)
