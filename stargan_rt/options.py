@@ -75,7 +75,12 @@ class Number:
 
 def streams_option(text: str):
     """argparse type of the webcam verb's --streams: 'auto' or a STREAMS count."""
-    return "auto" if text.strip().lower() == "auto" else STREAMS(text)
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return STREAMS(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, or auto") from None
 
 
 def _is_float(text) -> bool:

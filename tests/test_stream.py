@@ -375,6 +375,12 @@ def test_streams_auto_is_one_for_live_frames_and_two_for_a_file(monkeypatch):
     assert _streams(3, live=True) == 3 and _streams(1, live=False) == 1  # asked for: kept
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     assert _streams("auto", live=False) == 1
+    import argparse
+
+    from stargan_rt.options import streams_option
+    assert streams_option("Auto") == "auto" and streams_option("2") == 2
+    with pytest.raises(argparse.ArgumentTypeError, match="from 1 to 16.*or auto"):
+        streams_option("0")
 
 
 def test_webcam_image_folder_dying_mid_stream(bundle, frames, tmp_path):
