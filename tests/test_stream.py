@@ -12,8 +12,8 @@ import pytest
 
 from stargan_rt.errors import UserError
 from stargan_rt.stream.contracts import Sink, SourceNeed
-from stargan_rt.stream.faces import (FaceStage, FaceTracker, HaarDetector, _iou, feather_mask,
-                                     square_bounds, square_for)
+from stargan_rt.stream.faces import (SCAN_STEP, FaceStage, FaceTracker, HaarDetector, _iou,
+                                     feather_mask, square_bounds, square_for)
 from stargan_rt.stream.pipeline import DropQueue, Pipeline
 from stargan_rt.stream.sinks import CallbackSink, RecordSink, handle_key
 from stargan_rt.stream.sources import SAMPLE_VIDEO, open_source
@@ -163,7 +163,7 @@ class CountingDetector(HaarDetector):
         super().__init__()
         self.steps = []
 
-    def detect_weighted(self, grey, scale, step=1.1):
+    def detect_weighted(self, grey, scale, step=SCAN_STEP):
         self.scans += 1
         self.steps.append(step)
         return super().detect_weighted(grey, scale, step)

@@ -31,6 +31,11 @@ from stargan_rt.errors import UserError
 # v2 (CelebA-HQ, FFHQ-style alignment): the crop is ~4 eye distances wide, centred just below the
 # eyes (eye midpoint + 0.1 eye-to-mouth): scale 1.95, shift -0.07.
 FRAMING = {"v1": (2.2, -0.15), "v2": (1.95, -0.07)}
+# Whole-frame scans step face sizes by 10 %; the periodic look for new faces beside tracked
+# ones may step coarser (FaceTracker.new_face_step).
+SCAN_STEP = 1.1
+# The 256 uint8 levels as a column, for per-channel lookup tables.
+_LEVELS = np.arange(256, dtype=np.float64)[:, None]
 # Other framings (the built-in demo models' synthetic faces: stargan_rt.synth.HAAR_FRAMING) come
 # with the bundle, in its manifest config (crop_scale, crop_shift).
 
@@ -163,7 +168,7 @@ class HaarDetector:
         angle = float(np.degrees(np.arctan2(by - ay, bx - ax)))
         return angle if abs(angle) <= 25.0 else None
 
-    def detect_weighted(self, grey: np.ndarray, scale: float, step: float = 1.1):
+    def detect_weighted(self, grey: np.ndarray, scale: float, step: float = SCAN_STEP):
         """[(box in frame pixels, confidence)], searching face sizes ``step`` apart"""
         eq = cv2.equalizeHist(grey)
         min_side = max(20, int(self.min_face * min(grey.shape)))
@@ -273,7 +278,7 @@ class FaceTracker:
         scan = not self.tracks or self._detections % self.scan_every == 0
         self._detections += 1
         if scan:
-            step = self.new_face_step if self.tracks else 1.1
+            step = self.new_face_step if self.tracks else SCAN_STEP
             return self.detector.detect_weighted(grey, scale, step)
         found: list = []
         for track in self.tracks:
@@ -525,8 +530,7 @@ class Paster:
         mu_t, sd_t = (v.ravel() for v in cv2.meanStdDev(ycc_t, mask=self.ring))
         gain = np.clip((sd_o + 1.0) / (sd_t + 1.0), 0.5, 2.0)
         # matched(v) = (v - mu_t) * gain + mu_o per channel, as a table of the 256 levels
-        levels = np.arange(256, dtype=np.float64)[:, None]
-        table = np.clip(np.rint((levels - mu_t) * gain + mu_o), 0, 255).astype(np.uint8)
+        table = np.clip(np.rint((_LEVELS - mu_t) * gain + mu_o), 0, 255).astype(np.uint8)
         matched = cv2.LUT(ycc_t, table[:, None, :])
         ycc = cv2.blendLinear(ycc_t, matched, *self.correction_weights)
         return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR)
