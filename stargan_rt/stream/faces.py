@@ -105,6 +105,7 @@ class HaarDetector:
         # smallest size's pixels after shrinking the region (the cascade's window is 24 px)
         self.near_range, self.near_step, self.near_px = (0.8, 1.25), 1.05, 24.0
         self.near_margin = 0.3  # the region: the box and this many box widths around it
+        self.fine_factor = 2.0  # detect_near(fine=True): the smallest size this much larger
         self.eyes = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_eye.xml")
 
     def verify(self, frame: np.ndarray, box, weight: float, strong: float = 6.0) -> bool:
@@ -180,12 +181,14 @@ class HaarDetector:
         return [(tuple(float(v) / scale for v in box), float(w))
                 for box, w in zip(boxes, np.ravel(weights))]
 
-    def detect_near(self, grey: np.ndarray, scale: float, box):
+    def detect_near(self, grey: np.ndarray, scale: float, box, fine: bool = False):
         """detect_weighted limited to the neighbourhood of a tracked face box (frame pixels):
         the box and ``near_margin`` box widths around it, shrunk so that the smallest face looked
         for (``near_range[0]`` x the box) is ``near_px`` pixels, faces up to ``near_range[1]`` x
         the box. The box follows the face every frame (template tracking), so the face is close
-        to it: 1.5-2 ms of CPU, against 30-40 ms for a whole 256 px frame at every scale."""
+        to it: 1.5-2 ms of CPU, against 30-40 ms for a whole 256 px frame at every scale.
+        ``fine``: the smallest face at ``fine_factor`` x ``near_px`` pixels (at most the grey
+        frame's own), for a second look when the first finds nothing."""
         x, y, w, h = (float(v) * scale for v in box)
         # the region's corners on an 8 px grid and its shrink factor on a 2^(1/4) grid: a box
         # that moved by less than the grid searches the very same pixels, so a still face gets
@@ -196,7 +199,8 @@ class HaarDetector:
         x1 = min(grey.shape[1], -(-int(np.ceil(x + (1 + m) * w)) // grid) * grid)
         y1 = min(grey.shape[0], -(-int(np.ceil(y + (1 + m) * h)) // grid) * grid)
         small, large = self.near_range
-        k = self.near_px / max(small * w, 1.0)  # region pixels -> searched pixels
+        px = self.near_px * (self.fine_factor if fine else 1.0)
+        k = px / max(small * w, 1.0)  # region pixels -> searched pixels
         k = min(1.0, 2.0 ** (np.ceil(4.0 * np.log2(k)) / 4.0))
         lo, hi = max(20, int(small * w * k)), int(np.ceil(large * w * k))
         size = (round((x1 - x0) * k), round((y1 - y0) * k))
@@ -284,7 +288,16 @@ class FaceTracker:
         for track in self.tracks:
             near = self.detector.detect_near(grey, scale, track.box)
             if not any(_iou(box, track.box) > 0.25 for box, _ in near):
-                # not seen where it was: the whole frame decides (as without regions)
+                # the cascade near its smallest window misses some faces that it finds at the
+                # whole-frame scan's resolution: look again there, in the region only
+                near = self.detector.detect_near(grey, scale, track.box, fine=True)
+            if not any(_iou(box, track.box) > 0.25 for box, _ in near):
+                if self._match(grey, scale, track) is not None:
+                    # still where the tracker has it, only turned, rolled or covered past what
+                    # the cascade takes: a miss for this face (followed by its template until
+                    # max_misses), not a ~20 ms whole-frame scan that would not see it either
+                    continue
+                # gone from where it was: the whole frame decides (as without regions)
                 return self.detector.detect_weighted(grey, scale)
             for box, weight in near:
                 # tracks close to each other see the same face: keep it once
@@ -310,9 +323,11 @@ class FaceTracker:
             return None
         return grey[y0:y1, x0:x1].copy()
 
-    def _follow(self, grey: np.ndarray, scale: float, track: Track) -> None:
+    def _match(self, grey: np.ndarray, scale: float, track: Track):
+        """Where the face's template is, near its last box: its top-left corner in frame
+        pixels, or None when it is not found (no template, or a correlation below 0.5)."""
         if track.template is None:
-            return
+            return None
         th, tw = track.template.shape
         x, y = track.raw[0] * scale, track.raw[1] * scale
         pad_x, pad_y = int(0.35 * tw) + 2, int(0.35 * th) + 2
@@ -320,13 +335,19 @@ class FaceTracker:
         sx1 = min(grey.shape[1], int(x) + tw + pad_x)
         sy1 = min(grey.shape[0], int(y) + th + pad_y)
         if sx1 - sx0 < tw or sy1 - sy0 < th:
-            return
+            return None
         result = cv2.matchTemplate(grey[sy0:sy1, sx0:sx1], track.template, cv2.TM_CCOEFF_NORMED)
         _, score, _, loc = cv2.minMaxLoc(result)
         if score < 0.5:
+            return None
+        return (sx0 + loc[0]) / scale, (sy0 + loc[1]) / scale
+
+    def _follow(self, grey: np.ndarray, scale: float, track: Track) -> None:
+        corner = self._match(grey, scale, track)
+        if corner is None:
             return  # lost it: keep the cached box until the next detection
         new = track.raw.copy()
-        new[0], new[1] = (sx0 + loc[0]) / scale, (sy0 + loc[1]) / scale
+        new[0], new[1] = corner
         track.raw = new
         self._smooth(track, new)
 
