@@ -90,6 +90,9 @@ class HaarDetector:
     video real faces score 4-7 and the false positives (the suit's neck ring) 1.4-2.2.
     """
 
+    # detect_near turns its region upright for heads rolled by at least this many degrees
+    UPRIGHT_WITHIN = 8.0
+
     def __init__(self, max_side: int = 256, min_face: float = 0.1, neighbours: int = 4,
                  min_weight: float = 3.0):
         path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
@@ -181,14 +184,18 @@ class HaarDetector:
         return [(tuple(float(v) / scale for v in box), float(w))
                 for box, w in zip(boxes, np.ravel(weights))]
 
-    def detect_near(self, grey: np.ndarray, scale: float, box, fine: bool = False):
+    def detect_near(self, grey: np.ndarray, scale: float, box, fine: bool = False,
+                    angle: float = 0.0):
         """detect_weighted limited to the neighbourhood of a tracked face box (frame pixels):
         the box and ``near_margin`` box widths around it, shrunk so that the smallest face looked
         for (``near_range[0]`` x the box) is ``near_px`` pixels, faces up to ``near_range[1]`` x
         the box. The box follows the face every frame (template tracking), so the face is close
         to it: 1.5-2 ms of CPU, against 30-40 ms for a whole 256 px frame at every scale.
         ``fine``: the smallest face at ``fine_factor`` x ``near_px`` pixels (at most the grey
-        frame's own), for a second look when the first finds nothing."""
+        frame's own), for a second look when the first finds nothing. ``angle``: the head's
+        roll in degrees; from ``UPRIGHT_WITHIN`` on, the region is turned upright before the
+        search (the frontal cascade misses faces rolled by more than ~15 degrees) and the boxes
+        found are turned back (centre and size; the roll is the track's)."""
         x, y, w, h = (float(v) * scale for v in box)
         # the region's corners on an 8 px grid and its shrink factor on a 2^(1/4) grid: a box
         # that moved by less than the grid searches the very same pixels, so a still face gets
@@ -206,17 +213,29 @@ class HaarDetector:
         size = (round((x1 - x0) * k), round((y1 - y0) * k))
         if min(size) < lo or hi < lo:
             return []
-        region = grey[y0:y1, x0:x1]
-        if k < 1.0:
-            region = cv2.resize(region, size, interpolation=cv2.INTER_AREA)
+        if abs(angle) < self.UPRIGHT_WITHIN:
+            # searched pixel -> grey pixel: a scale and a shift (the region's corner)
+            back = np.array([[1.0 / k, 0.0, x0], [0.0, 1.0 / k, y0]])
+            region = grey[y0:y1, x0:x1]
+            if k < 1.0:
+                region = cv2.resize(region, size, interpolation=cv2.INTER_AREA)
+        else:
+            centre = ((x0 + x1) / 2.0, (y0 + y1) / 2.0)
+            turn = cv2.getRotationMatrix2D(centre, angle, k)
+            turn[:, 2] += np.array(size) / 2.0 - np.array(centre)
+            region = cv2.warpAffine(grey, turn, size, flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REPLICATE)
+            back = cv2.invertAffineTransform(turn)
         boxes, _, weights = self.cascade.detectMultiScale3(
             cv2.equalizeHist(region), scaleFactor=self.near_step, minNeighbors=self.neighbours,
             minSize=(lo, lo), maxSize=(hi, hi), outputRejectLevels=True)
-        if not len(boxes):
-            return []
-        f = 1.0 / (k * scale)  # searched pixels -> frame pixels
-        return [(((bx / k + x0) / scale, (by / k + y0) / scale, bw * f, bh * f), float(wt))
-                for (bx, by, bw, bh), wt in zip(boxes, np.ravel(weights))]
+        found = []
+        for (bx, by, bw, bh), weight in zip(np.reshape(boxes, (-1, 4)), np.ravel(weights)):
+            cx, cy = back @ np.array([bx + bw / 2.0, by + bh / 2.0, 1.0])
+            side_w, side_h = bw / (k * scale), bh / (k * scale)
+            found.append(((cx / scale - side_w / 2.0, cy / scale - side_h / 2.0, side_w, side_h),
+                          float(weight)))
+        return found
 
     def detect(self, grey: np.ndarray, scale: float) -> list[tuple[float, float, float, float]]:
         """Confident detections only."""
@@ -286,11 +305,12 @@ class FaceTracker:
             return self.detector.detect_weighted(grey, scale, step)
         found: list = []
         for track in self.tracks:
-            near = self.detector.detect_near(grey, scale, track.box)
+            angle = track.angle if self.align else 0.0
+            near = self.detector.detect_near(grey, scale, track.box, angle=angle)
             if not any(_iou(box, track.box) > 0.25 for box, _ in near):
                 # the cascade near its smallest window misses some faces that it finds at the
                 # whole-frame scan's resolution: look again there, in the region only
-                near = self.detector.detect_near(grey, scale, track.box, fine=True)
+                near = self.detector.detect_near(grey, scale, track.box, fine=True, angle=angle)
             if not any(_iou(box, track.box) > 0.25 for box, _ in near):
                 if self._match(grey, scale, track) is not None:
                     # still where the tracker has it, only turned, rolled or covered past what
