@@ -90,7 +90,8 @@ class HaarDetector:
     video real faces score 4-7 and the false positives (the suit's neck ring) 1.4-2.2.
     """
 
-    # detect_near turns its region upright for heads rolled by at least this many degrees
+    # detect_near counts a head rolled by less than this many degrees as upright; a larger
+    # roll turns its search region upright first
     UPRIGHT_WITHIN = 8.0
 
     def __init__(self, max_side: int = 256, min_face: float = 0.1, neighbours: int = 4,
@@ -194,7 +195,7 @@ class HaarDetector:
         ``fine``: the smallest face at ``fine_factor`` x ``near_px`` pixels (at most the grey
         frame's own), for a second look when the first finds nothing. ``angle``: the head's
         roll in degrees; from ``UPRIGHT_WITHIN`` on, the region is turned upright before the
-        search (the frontal cascade misses faces rolled by more than ~15 degrees) and the boxes
+        search (the frontal cascade loses faces rolled past ~20 degrees) and the boxes
         found are turned back (centre and size; the roll is the track's)."""
         x, y, w, h = (float(v) * scale for v in box)
         # the region's corners on an 8 px grid and its shrink factor on a 2^(1/4) grid: a box
