@@ -156,16 +156,17 @@ def test_crops_are_levelled_like_celeba_aligned_photos():
 
 
 class CountingDetector(HaarDetector):
-    """Counts whole-frame scans and keeps their size steps."""
+    """Counts whole-frame scans and keeps their size steps and images."""
     scans = 0
 
     def __init__(self):
         super().__init__()
-        self.steps = []
+        self.steps, self.greys = [], []
 
     def detect_weighted(self, grey, scale, step=SCAN_STEP):
         self.scans += 1
         self.steps.append(step)
+        self.greys.append(grey)
         return super().detect_weighted(grey, scale, step)
 
 
@@ -256,6 +257,29 @@ def test_a_rolling_head_stays_tracked_by_turning_its_region_upright(frames):
     assert detector.scans == 1
     assert roll < -15  # the eyes' roll (the image turned the other way) levels the next crops
     assert _iou(found, box) > 0.6  # the box turned back: the same face centre and size
+
+
+def test_the_scan_for_new_faces_finds_a_newcomer_and_leaves_tracked_faces_to_their_regions(
+        frames):
+    detector = CountingDetector()
+    detector.max_side = 480  # the two-face frames at full size, like the one-face ones
+    tracker = FaceTracker(detector, every=1, scan_every=2)
+    alone = np.hstack([frames[0], np.full_like(frames[0], 128)])
+    together = np.hstack([frames[0], frames[0][:, ::-1]])  # a second face comes in on the right
+    (box, _, first), = tracker.update(alone)
+    tracker.update(together)  # a region search only: the newcomer is not looked for yet
+    assert len(tracker.tracks) == 1
+    for _ in range(4):
+        faces = tracker.update(together)
+        assert len(faces) == 2  # found at the next scan, and never twice
+    idents = {ident for _, _, ident in faces}
+    assert first in idents and len(idents) == 2  # the tracked face kept its track
+    assert any(_iou(found, box) > 0.8 for found, _, _ in faces)
+    assert detector.steps == [SCAN_STEP] + [tracker.new_face_step] * 2
+    # the scans for new faces saw the tracked face blanked out (it was measured in its region)
+    x, y, w, h = (int(v) for v in box)
+    for grey in detector.greys[1:]:
+        assert np.ptp(grey[y:y + h, x:x + w]) == 0
 
 
 def test_the_periodic_scan_for_new_faces_is_coarser(frames):
