@@ -13,7 +13,8 @@ import pytest
 from stargan_rt.errors import UserError
 from stargan_rt.stream.contracts import Sink, SourceNeed
 from stargan_rt.stream.faces import (SCAN_STEP, FaceStage, FaceTracker, HaarDetector, Paster,
-                                     _iou, _matrix, feather_mask, square_bounds, square_for)
+                                     _iou, _matrix, extract_crops, feather_mask, square_bounds,
+                                     square_for)
 from stargan_rt.stream.pipeline import DropQueue, Pipeline
 from stargan_rt.stream.sinks import CallbackSink, RecordSink, handle_key
 from stargan_rt.stream.sources import SAMPLE_VIDEO, open_source
@@ -191,6 +192,17 @@ def test_a_face_lost_from_its_region_falls_back_to_a_whole_frame_scan(frames):
     tracker.update(shifted)
     assert detector.scans == 2
     assert detector.steps == [1.1, 1.1]  # finding a face: the fine size steps
+
+
+def test_crops_of_large_faces_are_not_aliased():
+    # 1-pixel stripes seen 3-5x smaller are a flat grey when averaged (an antialiased
+    # reduction, as the training photos had); sampled by a bilinear warp alone they beat
+    # into coarse stripes (moire)
+    frame = np.zeros((480, 640, 3), np.uint8)
+    frame[:, ::2] = 255
+    for square in [(20.0, -60.0, 600.0, 0.0), (150.0, 60.0, 400.0, 5.0)]:
+        crop = extract_crops(frame, [square], 128)[0].astype(float)
+        assert abs(crop.mean() - 127.5) < 3 and crop.std() < 12, square
 
 
 def test_the_paste_mask_made_at_half_resolution_matches_the_full_warp():

@@ -531,14 +531,43 @@ def square_bounds(square, frame_shape) -> tuple[int, int, int, int]:
 
 
 def extract_crops(frame: np.ndarray, squares, size: int) -> np.ndarray:
-    """All faces of a frame as one uint8 batch (N, size, size, 3)."""
+    """All faces of a frame as one uint8 batch (N, size, size, 3).
+
+    A bilinear warp samples 2x2 pixels per crop pixel, so a face reduced by 2x or more would
+    come out aliased (jagged edges, shimmering hair; warpAffine takes no INTER_AREA), unlike the
+    training photos, downscaled with an antialiasing filter. Such a square's region is first
+    averaged down by halves (2x2 means: INTER_AREA's fast path, 0.06 ms for 600x480) and the
+    warp reduces the last 1.25-2.5x. Against a supersampled reference, on a sharp photo, for
+    squares of 1.6-6.3x the crop: 39.0-48.6 dB (mean 43.7) instead of 30.0-48.6 (mean 39.0);
+    halving down to 1-2x instead blurred twice near 1x (35 dB)."""
     out = np.empty((len(squares), size, size, 3), dtype=np.uint8)
     for i, square in enumerate(squares):
-        side = square[2]
-        interp = cv2.INTER_AREA if side > 1.5 * size else cv2.INTER_LINEAR
-        cv2.warpAffine(frame, _matrix(square, size), (size, size), dst=out[i], flags=interp,
+        source, m = _halved_region(frame, square, size)
+        cv2.warpAffine(source, m, (size, size), dst=out[i], flags=cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_REPLICATE)
     return out
+
+
+def _halved_region(frame: np.ndarray, square, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(image, affine from its pixels to crop pixels) for extracting ``square``: the frame
+    itself, or the square's region reduced to k x k means, k = 2, 4, ... as long as the square
+    stays at least 1.25x the crop's size (the region grown or cut to a multiple of k)."""
+    m = _matrix(square, size)
+    k = 1
+    while square[2] / (2 * k) >= 1.25 * size:
+        k *= 2
+    x0, y0, x1, y1 = square_bounds(square, frame.shape)
+    width = min(-(-(x1 - x0) // k) * k, (frame.shape[1] - x0) // k * k)
+    height = min(-(-(y1 - y0) // k) * k, (frame.shape[0] - y0) // k * k)
+    if k == 1 or width < k or height < k:
+        return frame, m
+    source = frame[y0:y0 + height, x0:x0 + width]
+    for _ in range(k.bit_length() - 1):
+        source = cv2.resize(source, (source.shape[1] // 2, source.shape[0] // 2),
+                            interpolation=cv2.INTER_AREA)
+    # averaged pixel u covers frame pixels x0 + k*u .. x0 + k*u + k - 1
+    centre = np.array([x0 + (k - 1) / 2.0, y0 + (k - 1) / 2.0])
+    return source, np.hstack([m[:, :2] * k, (m[:, :2] @ centre + m[:, 2])[:, None]])
 
 
 def feather_mask(size: int, margin: float = 0.08, softness: float = 0.05) -> np.ndarray:
