@@ -300,7 +300,8 @@ class FaceTracker:
         self._detections = 0
 
     def _detect(self, grey: np.ndarray, scale: float) -> list:
-        look_for_new = self._detections % self.scan_every == 0
+        look_for_new = self._detections % self.scan_every == 0 and \
+            len(self.tracks) < self.max_faces
         self._detections += 1
         if not self.tracks:
             return self.detector.detect_weighted(grey, scale, SCAN_STEP)
