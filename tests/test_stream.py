@@ -205,6 +205,16 @@ def test_crops_of_large_faces_are_not_aliased():
         assert abs(crop.mean() - 127.5) < 3 and crop.std() < 12, square
 
 
+def test_a_close_up_s_feather_is_capped_in_frame_pixels():
+    paster = Paster(128)
+    typical, typical_inset = paster._mask_for(348.0)  # the sample's square: the usual feather
+    assert np.array_equal(typical, feather_mask(128))
+    close, close_inset = paster._mask_for(700.0)  # a close-up's: about half as wide a band
+    assert close_inset < 0.6 * typical_inset
+    assert (close == 0).any() and close.max() > 0.999  # still 0 at the border, 1 inside
+    assert paster._mask_for(700.0)[0] is close  # made once
+
+
 def test_the_paste_mask_made_at_half_resolution_matches_the_full_warp():
     paster = Paster(128)
     # regions of 2.3x, 3.3x (and clipped by the frame's top) and 1.2x the crop's size
@@ -215,7 +225,7 @@ def test_the_paste_mask_made_at_half_resolution_matches_the_full_warp():
         full = cv2.warpAffine(paster.mask, m, (x1 - x0, y1 - y0),
                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        half = paster._alpha(m, (x1 - x0, y1 - y0))
+        half = paster._alpha(paster.mask, m, (x1 - x0, y1 - y0))
         assert half.shape == full.shape and half.dtype == np.float32
         assert np.abs(half - full).mean() < 1e-3 and np.abs(half - full).max() < 0.06
         assert half.max() > 0.99 and half.min() == 0.0

@@ -645,10 +645,31 @@ class Paster:
         # the mask warped into the frame and its complement, per crop square: a still face (the
         # tracker's dead-band keeps its square exactly the same) reuses them
         self._alphas: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-        # crop pixels from each edge to where the mask is 1 (to within 1/500: a blend there gives
-        # the translated pixel), plus one for the bilinear warp's reach
-        solid = np.flatnonzero(self.mask[size // 2] >= 0.998)
-        self._solid_inset = int(solid[0]) + 1 if len(solid) else size
+        # blend masks by feather size in crop pixels, each with its solid inset (_mask_for)
+        self._masks: dict[tuple[int, float], tuple[np.ndarray, int]] = {}
+
+    # The feather's margin and softness, 8 % and 5 % of the square, are capped in frame pixels
+    # at what they are for a 350 px square: a close-up's square (2.2 face widths, larger than a
+    # 640x480 frame) otherwise fades the original back in over a 160 px wide band of the face
+    # and hair, and that band's per-pixel blend is most of the paste's time.
+    FEATHER_CAP_PX = (28.0, 17.5)
+
+    def _mask_for(self, side: float) -> tuple[np.ndarray, int]:
+        """The blend mask for a square of ``side`` frame pixels, and its solid inset: crop
+        pixels from each edge to where the mask is 1 (to within 1/500: a blend there gives the
+        translated pixel), plus one for the bilinear warp's reach."""
+        margin_px, softness_px = self.FEATHER_CAP_PX
+        margin = max(2, int(round(min(0.08, margin_px / side) * self.size)))
+        sigma = round(max(1.0, min(0.05, softness_px / side) * self.size), 1)
+        kept = self._masks.get((margin, sigma))
+        if kept is None:
+            if len(self._masks) >= 32:
+                self._masks.clear()
+            mask = feather_mask(self.size, margin / self.size, sigma / self.size)
+            solid = np.flatnonzero(mask[self.size // 2] >= 0.998)
+            kept = self._masks[(margin, sigma)] = (mask, int(solid[0]) + 1 if len(solid)
+                                                   else self.size)
+        return kept
 
     def match_colour(self, original: np.ndarray, translated: np.ndarray) -> np.ndarray:
         if not self.has_ring:
@@ -664,7 +685,7 @@ class Paster:
         ycc = cv2.blendLinear(ycc_t, matched, *self.correction_weights)
         return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR)
 
-    def _alpha(self, m: np.ndarray, dsize: tuple[int, int]) -> np.ndarray:
+    def _alpha(self, mask: np.ndarray, m: np.ndarray, dsize: tuple[int, int]) -> np.ndarray:
         """The feather mask over a paste region of ``dsize`` (``m``: region pixel -> crop
         pixel). The mask is smooth (its feather is ~17 frame pixels wide at a typical size), so
         it is warped on a grid of half the region's resolution (``_warp_coarse``): 0.21 -> 0.09
@@ -674,10 +695,10 @@ class Paster:
         under twice the crop's size (where half a region pixel is more of the feather, and the
         full warp is cheap) are warped at full size."""
         if min(dsize) < 2 * self.size:
-            return cv2.warpAffine(self.mask, m, dsize, flags=cv2.INTER_LINEAR |
+            return cv2.warpAffine(mask, m, dsize, flags=cv2.INTER_LINEAR |
                                   cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
                                   borderValue=0)
-        return _warp_coarse(self.mask, m, dsize, 2.0, cv2.BORDER_CONSTANT)
+        return _warp_coarse(mask, m, dsize, 2.0, cv2.BORDER_CONSTANT)
 
     def _patch(self, crop: np.ndarray, m: np.ndarray, dsize: tuple[int, int],
                side: float) -> np.ndarray:
@@ -705,10 +726,11 @@ class Paster:
             m = _matrix(square, self.size, offset=(rx0, ry0))
             dsize = (rx1 - rx0, ry1 - ry0)
             patch = self._patch(crop, m, dsize, square[2])
+            mask, inset = self._mask_for(square[2])
             key = (*square, rx0, ry0, rx1, ry1)
             weights = self._alphas.get(key)
             if weights is None:
-                alpha = self._alpha(m, dsize)
+                alpha = self._alpha(mask, m, dsize)
                 if len(self._alphas) >= 16:
                     self._alphas.clear()  # faces moved on; keep the cache small
                 weights = self._alphas[key] = (1.0 - alpha, alpha)
@@ -716,7 +738,7 @@ class Paster:
             # the blend's division per pixel costs more than the warp: where the mask is 1 (the
             # middle of the square) the translated pixels are copied instead, and only the strips
             # around that rectangle are blended (a close-up's square covers most of the frame)
-            ix0, iy0, ix1, iy1 = self._solid_rect(square, rx0, ry0, dsize)
+            ix0, iy0, ix1, iy1 = self._solid_rect(square, inset, rx0, ry0, dsize)
             for x0, y0, x1, y1 in ((0, 0, dsize[0], iy0), (0, iy1, dsize[0], dsize[1]),
                                    (0, iy0, ix0, iy1), (ix1, iy0, dsize[0], iy1)):
                 if x1 > x0 and y1 > y0:
@@ -725,13 +747,14 @@ class Paster:
             roi[iy0:iy1, ix0:ix1] = patch[iy0:iy1, ix0:ix1]
         return frame
 
-    def _solid_rect(self, square, rx0: int, ry0: int, dsize) -> tuple[int, int, int, int]:
+    def _solid_rect(self, square, inset: int, rx0: int, ry0: int,
+                    dsize) -> tuple[int, int, int, int]:
         """The largest upright rectangle, in paste-region pixels, centred on the square, where
         the warped mask is 1: inside the square's solid middle turned by its angle. Empty
         (x0 == x1) when there is none."""
         x0, y0, side = square[:3]
         angle = np.radians(square[3] if len(square) > 3 else 0.0)
-        solid = (self.size - 2 * self._solid_inset) * side / self.size
+        solid = (self.size - 2 * inset) * side / self.size
         half = solid / (2.0 * (abs(np.cos(angle)) + abs(np.sin(angle))))
         if half < 1.0:
             return 0, 0, 0, 0
