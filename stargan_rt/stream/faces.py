@@ -357,7 +357,7 @@ class FaceTracker:
 
     # A face template wider than this many grey pixels is matched shrunk to it: the match's
     # cost grows with the template's area times the search window's (a close-up's 116 px face:
-    # 0.56 ms a frame at full size); the corner is found to a fraction of a pixel (parabola)
+    # 0.56 ms per match at full size); the corner is found to a fraction of a pixel (parabola)
     TEMPLATE_PX = 40
 
     def _template(self, grey: np.ndarray, box_small: np.ndarray):
