@@ -309,11 +309,11 @@ class FaceTracker:
         for track in self.tracks:
             angle = track.angle if self.align else 0.0
             near = self.detector.detect_near(grey, scale, track.box, angle=angle)
-            if not any(_iou(box, track.box) > 0.25 for box, _ in near):
+            if not _overlaps(near, track.box):
                 # the cascade near its smallest window misses some faces that it finds at the
                 # whole-frame scan's resolution: look again there, in the region only
                 near = self.detector.detect_near(grey, scale, track.box, fine=True, angle=angle)
-            if not any(_iou(box, track.box) > 0.25 for box, _ in near):
+            if not _overlaps(near, track.box):
                 if self._match(grey, scale, track) is not None:
                     # still where the tracker has it, only turned, rolled or covered past what
                     # the cascade takes: a miss for this face (followed by its template until
@@ -367,13 +367,12 @@ class FaceTracker:
         x1, y1 = min(grey.shape[1], x + w), min(grey.shape[0], y + h)
         if x1 - x0 < 12 or y1 - y0 < 12:
             return None
-        template = grey[y0:y1, x0:x1]
         shrink = min(1.0, self.TEMPLATE_PX / (x1 - x0))
-        if shrink < 1.0:
-            template = cv2.resize(template, (round((x1 - x0) * shrink),
-                                             round((y1 - y0) * shrink)),
-                                  interpolation=cv2.INTER_AREA)
-        return template.copy(), shrink
+        if shrink == 1.0:
+            return grey[y0:y1, x0:x1].copy(), shrink
+        return cv2.resize(grey[y0:y1, x0:x1], (round((x1 - x0) * shrink),
+                                                round((y1 - y0) * shrink)),
+                          interpolation=cv2.INTER_AREA), shrink
 
     def _match(self, grey: np.ndarray, scale: float, track: Track):
         """Where the face's template is, near its last box: its top-left corner in frame
@@ -479,6 +478,11 @@ class FaceTracker:
         return [(t.box.copy(), t.angle, t.ident) for t in self.tracks]
 
 
+def _overlaps(found, box) -> bool:
+    """Whether any of the (box, weight) detections is the face at ``box`` (IoU over 0.25)."""
+    return any(_iou(other, box) > 0.25 for other, _ in found)
+
+
 def _peak_offset(values: np.ndarray, at: int) -> float:
     """Sub-pixel offset (-0.5..0.5) of a correlation peak from its three values around it
     (a parabola through them); 0 at the border."""
@@ -551,8 +555,16 @@ def _matrix(square, size: int, offset=(0.0, 0.0)) -> np.ndarray:
     centre = (x0 + side / 2.0 - 0.5, y0 + side / 2.0 - 0.5)
     m = cv2.getRotationMatrix2D(centre, angle, s)
     m[:, 2] += (size / 2.0 - 0.5) - np.array(centre)
-    m[:, 2] += m[:, :2] @ np.array(offset, dtype=np.float64)
-    return m
+    return _on_grid(m, (1.0, 1.0), offset)
+
+
+def _on_grid(m: np.ndarray, step, origin) -> np.ndarray:
+    """The affine map ``m`` taking, instead of its own pixels, the pixels of a grid laid over
+    them: grid pixel (u, v) is pixel (origin + step * (u, v)) of ``m``'s input."""
+    grid = m.copy()
+    grid[:, :2] *= np.asarray(step, dtype=np.float64)
+    grid[:, 2] += m[:, :2] @ np.asarray(origin, dtype=np.float64)
+    return grid
 
 
 def square_bounds(square, frame_shape) -> tuple[int, int, int, int]:
@@ -602,8 +614,7 @@ def _halved_region(frame: np.ndarray, square, size: int) -> tuple[np.ndarray, np
         source = cv2.resize(source, (source.shape[1] // 2, source.shape[0] // 2),
                             interpolation=cv2.INTER_AREA)
     # averaged pixel u covers frame pixels x0 + k*u .. x0 + k*u + k - 1
-    centre = np.array([x0 + (k - 1) / 2.0, y0 + (k - 1) / 2.0])
-    return source, np.hstack([m[:, :2] * k, (m[:, :2] @ centre + m[:, 2])[:, None]])
+    return source, _on_grid(m, (k, k), (x0 + (k - 1) / 2.0, y0 + (k - 1) / 2.0))
 
 
 def feather_mask(size: int, margin: float = 0.08, softness: float = 0.05) -> np.ndarray:
@@ -776,10 +787,7 @@ def _warp_coarse(src: np.ndarray, m: np.ndarray, dsize: tuple[int, int], step: f
     cw, ch = max(2, round(dw / step)), max(2, round(dh / step))
     # grid pixel c is the destination's pixel (c + 0.5) * f - 0.5, the mapping cv2.resize uses
     fx, fy = dw / cw, dh / ch
-    grid = m.copy()
-    grid[:, 0] *= fx
-    grid[:, 1] *= fy
-    grid[:, 2] += m[:, :2] @ np.array([0.5 * fx - 0.5, 0.5 * fy - 0.5])
+    grid = _on_grid(m, (fx, fy), (0.5 * fx - 0.5, 0.5 * fy - 0.5))
     small = cv2.warpAffine(src, grid, (cw, ch), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                            borderMode=border, borderValue=0)
     return cv2.resize(small, dsize, interpolation=cv2.INTER_LINEAR)
