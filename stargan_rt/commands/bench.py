@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from stargan_rt.errors import UserError
+from stargan_rt.stream.contracts import DEFAULT_DETECTOR, DETECTORS
 
 
 def register(subparsers) -> None:
@@ -57,6 +58,8 @@ def register(subparsers) -> None:
     p.add_argument("--pipeline-rounds", type=int, default=3,
                    help="--pipeline: runs per setting, each between two timings of the engine "
                         "alone; the median FPS / alone is reported (default 3)")
+    p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
+                   help=f"--pipeline: face detector (default {DEFAULT_DETECTOR})")
     p.add_argument("--target", default="openvino", help="--pipeline: engine target")
     p.add_argument("--precision", default="int8", help="--pipeline: engine precision")
     p.set_defaults(func=run)
@@ -151,7 +154,7 @@ def _pipeline(args, workdir: Path, log) -> dict:
                     for count in threads:
                         result["pipeline"].append(run_pipeline(
                             spec, made[n], made[1], source, realtime, args.max_frames, log,
-                            count, n, args.pipeline_rounds))
+                            count, n, args.pipeline_rounds, args.detector))
         finally:
             for translator in made.values():
                 translator.close()

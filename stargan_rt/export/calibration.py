@@ -66,7 +66,8 @@ def _face_cropper(size: int):
     try:
         from stargan_rt.stream.faces import FaceStage
 
-        stage = FaceStage(size, every=1)
+        # Haar: a build needs no downloaded detector; both detectors give the same framing
+        stage = FaceStage(size, every=1, detector="haar")
     except Exception:  # the stream module is optional here
         return None
 

@@ -118,7 +118,7 @@ def _face_stage(args, translator) -> FaceStage:
     return FaceStage(translator.image_size, translator.arch, config, every=args.detect_every,
                      max_faces=args.max_faces, colour_match=not args.no_colour_match,
                      no_face=_whole_frame(args, translator.bundle.manifest),
-                     align=not args.no_align)
+                     align=not args.no_align, detector=args.detector)
 
 
 def _reference_factory(model_path):

@@ -20,6 +20,11 @@ import numpy as np
 if TYPE_CHECKING:
     from stargan_rt.stream.pipeline import Packet, Pipeline
 
+# The face detectors the live pipeline can use (stream.faces.make_detector): BlazeFace, the
+# default, is installed by `stargan-rt pull face-detector`; Haar comes with OpenCV.
+DETECTORS = ("blazeface", "haar")
+DEFAULT_DETECTOR = "blazeface"
+
 
 class StreamTranslator(Protocol):
     """The translator calls the pipeline makes; nothing else is looked up on it."""

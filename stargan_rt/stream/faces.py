@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 
 from stargan_rt.errors import UserError
+from stargan_rt.imaging import box_iou as _iou
+from stargan_rt.stream.contracts import DEFAULT_DETECTOR, DETECTORS
 
 # Framing: crop side = scale * face-box width; crop centre = box centre + shift * box width (y).
 # Measured on the astronaut photo: the Haar frontal box is ~2.06 eye distances wide with the eyes
@@ -72,14 +74,21 @@ def measure_framing(images, detector: "HaarDetector | None" = None) -> dict:
             "detected": round(len(scales) / max(total, 1), 3)}
 
 
-def _iou(a, b) -> float:
-    ax1, ay1, ax2, ay2 = a[0], a[1], a[0] + a[2], a[1] + a[3]
-    bx1, by1, bx2, by2 = b[0], b[1], b[0] + b[2], b[1] + b[3]
-    iw = max(0.0, min(ax2, bx2) - max(ax1, bx1))
-    ih = max(0.0, min(ay2, by2) - max(ay1, by1))
-    inter = iw * ih
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
+def small_grey(frame: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """The frame in grey, at most ``max_side`` pixels wide and high, and the factor used."""
+    h, w = frame.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    if scale < 1.0:
+        # INTER_AREA by a whole factor first (its fast path), then the small rest bilinear:
+        # 640 -> 256 by INTER_AREA's general path alone costs ~1 ms per frame, 10x as much
+        whole = int(1.0 / scale)
+        if whole >= 2:
+            grey = cv2.resize(grey, (w // whole, h // whole), interpolation=cv2.INTER_AREA)
+        size = (round(w * scale), round(h * scale))
+        if grey.shape[1] != size[0] or grey.shape[0] != size[1]:
+            grey = cv2.resize(grey, size, interpolation=cv2.INTER_LINEAR)
+    return grey, scale
 
 
 class HaarDetector:
@@ -90,6 +99,7 @@ class HaarDetector:
     video real faces score 4-7 and the false positives (the suit's neck ring) 1.4-2.2.
     """
 
+    kind = "haar"
     # detect_near counts a head rolled by less than this many degrees as upright; a larger
     # roll turns its search region upright first
     UPRIGHT_WITHIN = 8.0
@@ -123,19 +133,7 @@ class HaarDetector:
         return True if eyes is None else len(eyes) > 0
 
     def small_grey(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
-        h, w = frame.shape[:2]
-        scale = min(1.0, self.max_side / max(h, w))
-        grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-        if scale < 1.0:
-            # INTER_AREA by a whole factor first (its fast path), then the small rest bilinear:
-            # 640 -> 256 by INTER_AREA's general path alone costs ~1 ms per frame, 10x as much
-            whole = int(1.0 / scale)
-            if whole >= 2:
-                grey = cv2.resize(grey, (w // whole, h // whole), interpolation=cv2.INTER_AREA)
-            size = (round(w * scale), round(h * scale))
-            if grey.shape[1] != size[0] or grey.shape[0] != size[1]:
-                grey = cv2.resize(grey, size, interpolation=cv2.INTER_LINEAR)
-        return grey, scale
+        return small_grey(frame, self.max_side)
 
     def eyes_in(self, frame: np.ndarray, box):
         """Eye boxes (x, y, w, h) in frame pixels inside the upper part of a face box (frame
@@ -299,10 +297,41 @@ class FaceTracker:
         self.frame_index = 0
         self._detections = 0
 
-    def _detect(self, grey: np.ndarray, scale: float) -> list:
+    def _detect(self, frame: np.ndarray, grey: np.ndarray, scale: float) -> list:
+        """[(box in frame pixels, confidence, roll in degrees or None)] of this frame."""
         look_for_new = self._detections % self.scan_every == 0 and \
             len(self.tracks) < self.max_faces
         self._detections += 1
+        if self.detector.kind == "blazeface":
+            return self._detect_blazeface(frame, grey, scale, look_for_new)
+        return [(box, weight, None) for box, weight in self._detect_haar(grey, scale,
+                                                                         look_for_new)]
+
+    def _detect_blazeface(self, frame: np.ndarray, grey: np.ndarray, scale: float,
+                          look_for_new: bool) -> list:
+        """The Haar search's plan (around each tracked face, the whole frame when one is gone
+        or to look for new faces) with BlazeFace's two models: no second look, no blanking,
+        no separate roll measurement (its eyes come with each detection)."""
+        if not self.tracks:
+            return self.detector.find_new(frame)
+        found: list = []
+        for track in self.tracks:
+            near = self.detector.find_near(frame, track.box)
+            if not _overlaps(near, track.box):
+                if self._match(grey, scale, track) is not None:
+                    continue  # turned or covered where the tracker has it: a miss
+                return self.detector.find_new(frame)
+            for entry in near:
+                if all(_iou(entry[0], other[0]) < 0.5 for other in found):
+                    found.append(entry)
+        if look_for_new:
+            for entry in self.detector.find_new(frame):
+                if all(_iou(entry[0], t.box) < 0.25 for t in self.tracks) and \
+                        all(_iou(entry[0], other[0]) < 0.25 for other in found):
+                    found.append(entry)
+        return found
+
+    def _detect_haar(self, grey: np.ndarray, scale: float, look_for_new: bool) -> list:
         if not self.tracks:
             return self.detector.detect_weighted(grey, scale, SCAN_STEP)
         found: list = []
@@ -416,17 +445,18 @@ class FaceTracker:
         self._smooth(track, new)
 
     def _measure_roll(self, frame: np.ndarray, track: Track) -> None:
-        if not self.align:
-            return
-        angle = self.detector.roll(frame, track.raw)
-        if angle is None:
+        if self.align and self.detector.kind == "haar":
+            self._roll_towards(track, self.detector.roll(frame, track.raw))
+
+    def _roll_towards(self, track: Track, angle: float | None) -> None:
+        if angle is None or not self.align:
             return  # keep the last estimate
         if abs(angle - track.angle) > 1.0:  # dead-band against eye-detector jitter
             track.angle += 0.5 * (angle - track.angle)
 
     def update(self, frame: np.ndarray) -> list[tuple[np.ndarray, float, int]]:
         """Smoothed (face box, roll degrees, track id) for this frame (largest first)."""
-        grey, scale = self.detector.small_grey(frame)
+        grey, scale = small_grey(frame, self.detector.max_side)
         detect_now = self.frame_index % self.every == 0
         self.frame_index += 1
         if not detect_now:
@@ -438,10 +468,11 @@ class FaceTracker:
                     # the roll is measured on the frame after a detection: spreads the work
                     self._measure_roll(frame, track)
             return [(t.box.copy(), t.angle, t.ident) for t in self.tracks]
-        weighted = self._detect(grey, scale)
-        weighted.sort(key=lambda bw: -bw[0][2] * bw[0][3])
-        found = [np.array(b, dtype=np.float64) for b, _ in weighted[:self.max_faces]]
-        weights = [w for _, w in weighted[:self.max_faces]]
+        weighted = self._detect(frame, grey, scale)
+        weighted.sort(key=lambda entry: -entry[0][2] * entry[0][3])
+        found = [np.array(entry[0], dtype=np.float64) for entry in weighted[:self.max_faces]]
+        weights = [entry[1] for entry in weighted[:self.max_faces]]
+        rolls = [entry[2] for entry in weighted[:self.max_faces]]
         unmatched = list(range(len(found)))
         for track in sorted(self.tracks, key=lambda t: -t.age):
             best, best_iou = None, 0.25
@@ -458,6 +489,7 @@ class FaceTracker:
             track.misses = 0
             track.age += 1
             self._smooth(track, found[best])
+            self._roll_towards(track, rolls[best])
             track.template = self._template(grey, found[best] * scale)
         self.tracks = [t for t in self.tracks if t.misses <= self.max_misses]
         for i in unmatched:
@@ -468,7 +500,9 @@ class FaceTracker:
             box = found[i]
             self.tracks.append(Track(box=box.copy(), raw=box.copy(),
                                      template=self._template(grey, box * scale),
-                                     ident=self._next_id))
+                                     ident=self._next_id,
+                                     angle=rolls[i] if self.align and rolls[i] is not None
+                                     else 0.0))
             self._next_id += 1
         if self.every == 1 and self._detections % self.roll_every == 0:
             for track in self.tracks:
@@ -479,8 +513,8 @@ class FaceTracker:
 
 
 def _overlaps(found, box) -> bool:
-    """Whether any of the (box, weight) detections is the face at ``box`` (IoU over 0.25)."""
-    return any(_iou(other, box) > 0.25 for other, _ in found)
+    """Whether any of the (box, weight, ...) detections is the face at ``box`` (IoU over 0.25)."""
+    return any(_iou(entry[0], box) > 0.25 for entry in found)
 
 
 def _peak_offset(values: np.ndarray, at: int) -> float:
@@ -801,6 +835,18 @@ def _blend_into(dst: np.ndarray, patch: np.ndarray, keep: np.ndarray, alpha: np.
         dst[...] = blended  # OpenCV could not write into the frame's view
 
 
+def make_detector(name: str):
+    """A face detector by name: ``blazeface`` (MediaPipe's models through OpenVINO; installed by
+    ``stargan-rt pull face-detector``) or ``haar`` (OpenCV's cascades, in the opencv wheel)."""
+    if name == "haar":
+        return HaarDetector()
+    if name == "blazeface":
+        from stargan_rt.stream.blazeface import BlazeFaceDetector
+
+        return BlazeFaceDetector()
+    raise UserError(f"unknown face detector {name!r}; expected one of {', '.join(DETECTORS)}")
+
+
 class FaceStage:
     """Detection + framing + crop extraction, and the matching paste-back."""
 
@@ -809,13 +855,14 @@ class FaceStage:
 
     def __init__(self, size: int, arch: str = "v1", config: dict | None = None, every: int = 3,
                  max_faces: int = 8, colour_match: bool = True, no_face: bool = False,
-                 align: bool = True):
+                 align: bool = True, detector: str = DEFAULT_DETECTOR):
         self.size = size
         self.no_face = no_face
         self.align = align
         self.framing = framing_for(arch, config)
-        self.tracker = None if no_face else FaceTracker(every=every, max_faces=max_faces,
-                                                        align=align)
+        self.detector_name = None if no_face else detector
+        self.tracker = None if no_face else FaceTracker(make_detector(detector), every=every,
+                                                        max_faces=max_faces, align=align)
         self.paster = Paster(size, colour_match)
         # track id -> (landmark framing relative to the tracked box, frame index it came from);
         # written by observe (inference thread), read by crops (detection thread)

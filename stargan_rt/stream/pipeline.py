@@ -357,13 +357,15 @@ class Pipeline:
 
     def run(self) -> int:
         """Run until the source ends, a sink quits, max-frames, Ctrl-C or an error."""
+        # the parity thread starts first: an inference thread sends a frame for checking only
+        # while it is alive, and frame 0 must not find it not started yet
+        if self.live_parity is not None and self.options.reference_factory is not None:
+            self._parity_thread = self._guard("parity", self._parity, None)
         self._guard("capture", self._capture, self.q_detect)
         self._guard("detect", self._detect, self.q_infer)
         infer_threads = [self._guard(f"infer{i}" if i else "infer",
                                      lambda i=i: self._infer(i), self.q_out)
                          for i in range(self.streams)]
-        if self.live_parity is not None and self.options.reference_factory is not None:
-            self._parity_thread = self._guard("parity", self._parity, None)
         t_start = time.perf_counter()
         self._opencv_threads = cv2.getNumThreads()
         if self.options.opencv_threads is not None:
