@@ -78,11 +78,11 @@ def markdown(result: dict) -> str:
 
 def pipeline_markdown(runs: list[dict]) -> list[str]:
     lines = ["### Live pipeline (headless)", "",
-             "| model | engine | streams | mode | OpenCV threads | FPS | engine-alone FPS "
-             "(1 stream / N at once) | FPS / best alone (rounds) | infer p50 ms (alone, same "
-             "streams) | "
+             "| model | engine | face detector | streams | mode | OpenCV threads | FPS | "
+             "engine-alone FPS (1 stream / N at once) | FPS / best alone (rounds) | infer p50 "
+             "ms (alone, same streams) | infer / alone (rounds) | "
              "detect p50/p95 | infer p50/p95 | paste p50/p95 | end-to-end p50/p95 "
-             "| e2e p50 / 1-stream engine |", "|" + "---|" * 14]
+             "| e2e p50 / 1-stream engine |", "|" + "---|" * 16]
     for r in runs:
         st = r["stages"]
 
@@ -90,25 +90,27 @@ def pipeline_markdown(runs: list[dict]) -> list[str]:
             s = st.get(name) or {}
             return f"{_fmt(s.get('p50'))}/{_fmt(s.get('p95'))}" if s.get("count") else "-"
         lines.append(
-            f"| {r['model']} | {r['engine']} | {r.get('streams', 1)} | {r['mode']} | "
+            f"| {r['model']} | {r['engine']} | {r.get('detector') or '-'} | "
+            f"{r.get('streams', 1)} | {r['mode']} | "
             f"{r.get('opencv_threads') or 'default'} | {_fmt(r['fps'])} | "
             f"{_fmt(r['engine_alone_fps'])} / {_fmt(r.get('streams_alone_fps'))} | "
             f"{_fmt(r['fps_fraction_of_alone'], '.2f')}{_round_range(r)} | "
             f"{_fmt((st.get('infer') or {}).get('p50'))} "
             f"({_fmt(r.get('streams_alone_p50_ms', r['engine_alone_p50_ms']))}) | "
+            f"{_fmt(r.get('infer_vs_alone'), '.3f')}{_round_range(r, 'infer_vs_alone', '.3f')} | "
             f"{pp('detect')} | {pp('infer')} | {pp('paste')} | {pp('end_to_end')} | "
             f"{_fmt(r.get('end_to_end_vs_engine'), '.2f')} |")
     lines.append("")
     return lines
 
 
-def _round_range(run: dict) -> str:
-    """' (0.84-0.89 in 3)': the spread of the pipeline's rounds, when there were several."""
-    fractions = [r["fps_fraction_of_alone"] for r in run.get("rounds", [])
-                 if r.get("fps_fraction_of_alone") is not None]
-    if len(fractions) < 2:
+def _round_range(run: dict, key: str = "fps_fraction_of_alone", spec: str = ".2f") -> str:
+    """' (0.84-0.89 in 3)': the spread of one ratio over the pipeline's rounds, when there
+    were several."""
+    values = [r[key] for r in run.get("rounds", []) if r.get(key) is not None]
+    if len(values) < 2:
         return ""
-    return f" ({min(fractions):.2f}-{max(fractions):.2f} in {len(fractions)})"
+    return f" ({min(values):{spec}}-{max(values):{spec}} in {len(values)})"
 
 
 def plots(result: dict, out_dir: Path) -> list[Path]:

@@ -1,4 +1,5 @@
-"""Faces: detection (Haar cascade) every k frames, template tracking in between, temporal box
+"""Faces: detection (BlazeFace, ``stream.blazeface``, or OpenCV's Haar cascade) every k frames,
+template tracking in between, temporal box
 smoothing, crops framed like the model's training data, and feathered, colour-matched paste-back.
 
 Boxes are (x, y, w, h) floats in frame pixels. A crop is the square ``(x0, y0, side, angle)``
@@ -263,15 +264,17 @@ class FaceTracker:
     """Detect every ``every`` frames; follow each face by template matching in between; smooth
     the boxes with a dead-band exponential filter so a still face gives a still crop.
 
-    While faces are tracked, a detection looks only around them (``HaarDetector.detect_near``)
-    and, every ``scan_every``-th detection, also over the rest of the frame for new faces, with
-    the tracked ones blanked out: a whole-frame scan costs 15-30 ms of CPU, which on a 2-core
-    machine is taken from the inference. That scan for new faces steps face sizes by
-    ``new_face_step`` (15 %: two thirds of the cost of 10 %, and a face it misses is looked for
-    again at the next one); the first scan, and the scan that looks for a lost face, step by
-    10 %."""
+    While faces are tracked, a detection looks only around them and, every ``scan_every``-th
+    detection, also over the whole frame for new faces: on a 2-core machine every millisecond
+    of detection is taken from the inference. The detector is a ``BlazeFaceDetector``
+    (``find_near`` / ``find_new``, the roll with each box) or a ``HaarDetector``
+    (``detect_near``; the scan for new faces blanks the tracked ones out, since the cascade's
+    whole-frame scan costs 15-30 ms, and steps face sizes by ``new_face_step``, 15 %: two thirds
+    of the cost of 10 %, while the first scan and the scan for a lost face step by 10 %; the
+    roll comes from the eye cascade). Without one it makes a HaarDetector, which needs no
+    download; ``FaceStage`` picks the detector by name."""
 
-    def __init__(self, detector: HaarDetector | None = None, every: int = 3,
+    def __init__(self, detector=None, every: int = 3,
                  max_faces: int = 8, max_misses: int = 2, smooth: float = 0.45,
                  deadband: float = 0.03, align: bool = True, scan_every: int = 12,
                  roll_every: int = 3, new_face_step: float = 1.15):
