@@ -36,18 +36,24 @@ _EOS = object()  # end of stream marker; never dropped
 
 class DropQueue:
     """A small queue. ``lossy``: a put on a full queue drops the OLDEST item (newest wins);
-    otherwise a put waits for room (or for the stop event)."""
+    otherwise a put waits for room (or for the stop event).
+
+    Getters and putters wait on separate conditions and each change wakes one waiter of the
+    kind that can use it: with one condition woken for all, every frame woke both inference
+    threads and the producers too, and on 2 cores each needless wakeup preempts the engine."""
 
     def __init__(self, maxsize: int, lossy: bool, stop: threading.Event):
         self.items: collections.deque = collections.deque()
         self.maxsize = maxsize
         self.lossy = lossy
         self.stop = stop
-        self.cond = threading.Condition()
+        lock = threading.Lock()
+        self.not_empty = threading.Condition(lock)
+        self.not_full = threading.Condition(lock)
         self.dropped = 0
 
     def put(self, item, final: bool = False) -> bool:
-        with self.cond:
+        with self.not_full:
             if not final:
                 if self.lossy:
                     while len(self.items) >= self.maxsize:
@@ -60,20 +66,20 @@ class DropQueue:
                     while len(self.items) >= self.maxsize:
                         if self.stop.is_set():
                             return False
-                        self.cond.wait(0.1)
+                        self.not_full.wait(0.1)
             self.items.append(item)
-            self.cond.notify_all()
+            self.not_empty.notify()
             return True
 
     def get(self, timeout: float = 0.1):
         """The next item, ``_EOS``, or None on timeout."""
-        with self.cond:
+        with self.not_empty:
             if not self.items:
-                self.cond.wait(timeout)
+                self.not_empty.wait(timeout)
                 if not self.items:
                     return None
             item = self.items.popleft()
-            self.cond.notify_all()
+            self.not_full.notify()
             return item
 
 
