@@ -147,6 +147,13 @@ def test_pull_from_a_folder_and_a_bad_hash_option(tmp_path, monkeypatch, cli):
     shutil.copytree(INSTALLED, folder)
     result = cli("pull", "face-detector", "--from", folder, "--sha256", "abc")
     assert result.code == 2 and "FILE=HEX" in result.err
+    result = cli("pull", "face-detector", "--from", folder, "--sha256", "other.tflite=" + "0" * 64)
+    assert result.code == 2 and "face_detection_short_range.tflite" in result.err
+    # an expected hash given on the command line is checked too
+    result = cli("pull", "face-detector", "--from", folder, "--sha256",
+                 f"{blazeface.SHORT.file}={'0' * 64}")
+    assert result.code == 2 and "expected " + "0" * 64 in result.err
+    assert not blazeface.installed()
     result = cli("pull", "face-detector", "--from", folder)
     assert result.code == 0, result
     assert "Apache-2.0" in result.out

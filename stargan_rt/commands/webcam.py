@@ -61,7 +61,7 @@ def register(subparsers) -> None:
     p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
                    help="face detector: blazeface (MediaPipe's models on OpenVINO; install "
                         "with `stargan-rt pull face-detector`) or haar (OpenCV's cascade: "
-                        "no download, ~0.6 ms more CPU per frame, misses rolled heads) "
+                        "no download; ~0.6 ms more CPU per frame, less steady crops) "
                         f"(default {DEFAULT_DETECTOR})")
     p.add_argument("--detect-every", type=options.EVERY, default=3, metavar="K",
                    help="run the face detector every K frames, track in between (default 3)")
