@@ -109,6 +109,16 @@ def test_missing_model_says_how_to_install_it(tmp_path, monkeypatch):
         FaceStage(128)
 
 
+def test_webcam_says_so_before_building_an_engine(tmp_path, monkeypatch, cli):
+    monkeypatch.setenv("STARGAN_RT_HOME", str(tmp_path / "empty"))
+    result = cli("webcam", "--source", "sample", "--headless", "--max-frames", "2",
+                 "--domain", "smile", "--cache-dir", tmp_path / "cache")
+    assert result.code == 2
+    assert "BlazeFace face detector is not installed" in result.err
+    assert "--detector haar" in result.err
+    assert not (tmp_path / "cache").exists()  # nothing exported or built first
+
+
 def _wheel(path, payloads: dict[str, bytes]):
     with zipfile.ZipFile(path, "w") as wheel:
         for name, data in payloads.items():

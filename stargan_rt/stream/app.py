@@ -164,7 +164,14 @@ def run_webcam(args) -> int:
     serve = parse_serve(args.serve) if args.serve else None
     ref_bgr = read_image(args.ref) if args.ref else None
     model_path = resolve_model(args.model)
-    _model_notes(args, model_path, _check_model(args, model_path).manifest)
+    manifest = _check_model(args, model_path).manifest
+    _model_notes(args, model_path, manifest)
+    if args.detector == "blazeface" and not _whole_frame(args, manifest):
+        from stargan_rt.stream import blazeface
+
+        if not blazeface.installed():  # say so before an engine build, not after it
+            raise UserError("the BlazeFace face detector is not installed (no model files in "
+                            f"{blazeface.detector_home()}): " + blazeface.PULL_HINT)
     headless = _headless(args)
 
     source = open_source(args.source, loop=args.loop, width=args.width, height=args.height,
