@@ -109,6 +109,14 @@ def _headless(args) -> bool:
     return bool(why)
 
 
+def _check_detector() -> None:
+    from stargan_rt.stream import blazeface
+
+    if not blazeface.installed():
+        raise UserError("the BlazeFace face detector is not installed (no model files in "
+                        f"{blazeface.detector_home()}): " + blazeface.PULL_HINT)
+
+
 def _face_stage(args, translator) -> FaceStage:
     config = dict(translator.bundle.manifest.config or {})
     if args.crop_scale is not None:
@@ -166,12 +174,6 @@ def run_webcam(args) -> int:
     model_path = resolve_model(args.model)
     manifest = _check_model(args, model_path).manifest
     _model_notes(args, model_path, manifest)
-    if args.detector == "blazeface" and not _whole_frame(args, manifest):
-        from stargan_rt.stream import blazeface
-
-        if not blazeface.installed():  # say so before an engine build, not after it
-            raise UserError("the BlazeFace face detector is not installed (no model files in "
-                            f"{blazeface.detector_home()}): " + blazeface.PULL_HINT)
     headless = _headless(args)
 
     source = open_source(args.source, loop=args.loop, width=args.width, height=args.height,
@@ -180,6 +182,8 @@ def run_webcam(args) -> int:
     streams = _streams(args.streams, source.live or args.realtime)
     translator = None
     try:
+        if args.detector == "blazeface" and not _whole_frame(args, manifest):
+            _check_detector()  # before an engine build, not after it
         translator = Translator.create(model=str(model_path), target=args.target,
                                        precision=args.precision, cache_dir=args.cache_dir,
                                        log=_log, streams=streams)
