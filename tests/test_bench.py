@@ -104,6 +104,8 @@ def test_pipeline_mode(cli, tiny, tmp_path):
     assert all(r["frames_out"] == 12 for r in data["pipeline"])
     assert run["engine_alone_fps"] > 0 and data["pipeline"][2]["streams_alone_fps"] > 0
     assert run["stages"]["infer"]["count"] > 0 and run["fps_fraction_of_alone"] > 0
+    assert all(r["detector"] == "blazeface" for r in data["pipeline"])  # the webcam's default
+    assert "| blazeface |" in (out / "bench.md").read_text()
     assert "Live pipeline" in (out / "bench.md").read_text()
     assert cv2.getNumThreads() == threads  # the pipeline's OpenCV thread budget is undone
 

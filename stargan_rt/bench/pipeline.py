@@ -21,6 +21,8 @@ import time
 
 import numpy as np
 
+from stargan_rt.stream.contracts import DEFAULT_DETECTOR
+
 ALONE_CALLS = 40
 
 
@@ -86,14 +88,11 @@ def resized_video(source: str, size: tuple[int, int], out, frames: int = 300) ->
 def run_pipeline(model_spec: str, translator, single, source_spec: str = "sample",
                  realtime: bool = False, max_frames: int | None = 300, log=print,
                  opencv_threads: int | None = 1, streams: int = 1, rounds: int = 1,
-                 detector: str | None = None) -> dict:
+                 detector: str = DEFAULT_DETECTOR) -> dict:
     """Headless pipeline runs of ``translator`` (built with ``streams``), ``rounds`` of them;
     ``single`` is the same model's 1-stream translator (the engine-alone latency reference; may
-    be the same object when streams is 1); ``detector``: the face detector (default: the
-    webcam's). Returns the median round, with all rounds' ratios."""
-    from stargan_rt.stream.contracts import DEFAULT_DETECTOR
-
-    detector = detector or DEFAULT_DETECTOR
+    be the same object when streams is 1); ``detector``: the face detector's name. Returns the
+    median round, with all rounds' ratios."""
     from stargan_rt.bench.engines import set_target
 
     set_target(translator)
@@ -114,7 +113,6 @@ def run_pipeline(model_spec: str, translator, single, source_spec: str = "sample
         results.append(_result(model_spec, translator, summary, info, opencv_threads, streams,
                                realtime, _better(before[0], after[0]),
                                _better(before[1], after[1])))
-        results[-1]["detector"] = detector
         before = after
     ranked = sorted(results, key=lambda r: r["fps_fraction_of_alone"] or 0.0)
     result = dict(ranked[len(ranked) // 2])
@@ -167,6 +165,7 @@ def _result(model_spec, translator, summary, info, opencv_threads, streams, real
               "streams_alone_p50_ms": round(many["p50_ms"], 2),
               "streams_alone_fps": round(many["fps"], 1),
               "best_alone_fps": round(best_fps, 1),
+              "detector": summary.get("detector"),
               "stop_reason": summary.get("stop_reason"), "error": summary.get("error")}
     result["fps_fraction_of_alone"] = (round(result["fps"] / best_fps, 3)
                                        if result["fps"] else None)

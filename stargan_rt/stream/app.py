@@ -109,14 +109,6 @@ def _headless(args) -> bool:
     return bool(why)
 
 
-def _check_detector() -> None:
-    from stargan_rt.stream import blazeface
-
-    if not blazeface.installed():
-        raise UserError("the BlazeFace face detector is not installed (no model files in "
-                        f"{blazeface.detector_home()}): " + blazeface.PULL_HINT)
-
-
 def _face_stage(args, translator) -> FaceStage:
     config = dict(translator.bundle.manifest.config or {})
     if args.crop_scale is not None:
@@ -183,7 +175,9 @@ def run_webcam(args) -> int:
     translator = None
     try:
         if args.detector == "blazeface" and not _whole_frame(args, manifest):
-            _check_detector()  # before an engine build, not after it
+            from stargan_rt.stream.blazeface import require_installed
+
+            require_installed()  # before an engine build, not after it
         translator = Translator.create(model=str(model_path), target=args.target,
                                        precision=args.precision, cache_dir=args.cache_dir,
                                        log=_log, streams=streams)

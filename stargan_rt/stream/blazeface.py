@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,6 +72,15 @@ def _sha256(data: bytes) -> str:
 
 def installed() -> bool:
     return all((detector_home() / spec.file).is_file() for spec in MODELS)
+
+
+def require_installed(home: Path | None = None) -> None:
+    """A UserError naming the pull when a model file is missing."""
+    home = home or detector_home()
+    missing = [spec.file for spec in MODELS if not (home / spec.file).is_file()]
+    if missing:
+        raise UserError(f"the BlazeFace face detector is not installed ({', '.join(missing)} "
+                        f"missing in {home}): " + PULL_HINT)
 
 
 def _read_sources(source: Path) -> dict[str, bytes]:
@@ -149,10 +157,6 @@ def pull(source: str | None = None, sha256: dict[str, str] | None = None, force:
     return home
 
 
-def remove() -> None:
-    shutil.rmtree(detector_home(), ignore_errors=True)
-
-
 def _anchor_centres(spec: ModelSpec) -> np.ndarray:
     """(N, 2) anchor centres in [0, 1], in the order of the model's outputs."""
     centres = []
@@ -189,10 +193,8 @@ class BlazeFaceModel:
     of ``size`` pixels; the conversion to RGB in [-1, 1] is compiled into the model."""
 
     def __init__(self, spec: ModelSpec, home: Path | None = None):
+        require_installed(home)
         path = (home or detector_home()) / spec.file
-        if not path.is_file():
-            raise UserError(f"the BlazeFace face detector is not installed ({path} is missing): "
-                            + PULL_HINT)
         try:
             self.compiled = _compile(str(path))
         except RuntimeError as exc:  # OpenVINO's errors for an unreadable model

@@ -478,6 +478,7 @@ class Pipeline:
             "dropped_by_queue": drops,
             "frames_with_faces": s.frames_with_faces, "faces_found": s.faces_found,
             "max_faces_in_frame": s.max_faces,
+            "detector": self.faces.detector_name,
             "alignment": self._alignment(),
             "landmarks": dict(self.faces.landmark_stats) if self.locates_landmarks else None,
             "fps": round((s.frames_out - 1) / span, 2) if span > 0 else None,
