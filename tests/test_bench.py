@@ -30,12 +30,18 @@ def test_bench_writes_table_json_and_plots(cli, tiny, tmp_path):
     # the project's int8 graphs are tested in test_int8_targets.py: fp32 here, and the peers
     result = cli("bench", "--model", tiny[0], "--rounds", "1", "--batch", "1,2",
                  "--precisions", "fp32", "--targets", "onnxruntime,openvino",
-                 "--ceiling-size", "64", "--ceiling-seconds", "0.02",
+                 "--ceiling-size", "32,64", "--ceiling-seconds", "0.02",
                  "--cache-dir", tiny[2], "--out", out)
     assert result.code == 0, result
     data = json.loads((out / "bench.json").read_text())
     assert data["machine"]["cpu"] and data["machine"]["load_average"] is not None
     assert set(data["ceilings"]["onnxruntime"]) == {"fp32", "int8"}
+    # a ceiling is the fastest of the matrix sizes, each size's figures kept
+    start = data["ceilings_start"]
+    assert set(start["by_size"]) == {"32", "64"}
+    for rt in ("onnxruntime", "openvino"):
+        for prec, value in start[rt].items():
+            assert value == max(start["by_size"][n][rt][prec] for n in ("32", "64"))
     # the machine's ceiling at a precision is the best runtime's, so no row can be nearer to it
     for per_precision in data["ceilings"].values():
         for prec, value in per_precision.items():
@@ -114,3 +120,5 @@ def test_bad_options(cli, tmp_path):
     assert cli("bench", "--batch", "0", "--out", tmp_path).code == 2
     assert cli("bench", "--pipeline", "--pipeline-rounds", "0", "--out", tmp_path).code == 2
     assert cli("bench", "--batch", "x", "--out", tmp_path).code == 2
+    result = cli("bench", "--ceiling-size", "1024,0", "--out", tmp_path)
+    assert result.code == 2 and "positive matrix sides" in result.err

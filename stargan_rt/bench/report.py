@@ -22,7 +22,8 @@ def markdown(result: dict) -> str:
     ce = result.get("ceilings", {})
     if result["models"]:
         lines.append("Ceilings (dense matmul " + result["ceilings_start"].get("matrix", "") +
-                     ", GFLOP/s, best of the start and end measurements): " + "; ".join(
+                     ", GFLOP/s, the best size and the better of the start and end "
+                     "measurements): " + "; ".join(
                          f"{rt} " + ", ".join(f"{p} {v:.0f}" for p, v in sorted(vals.items()))
                          for rt, vals in ce.items() if vals) + "; the machine (best runtime): " +
                      ", ".join(f"{p} {v:.0f}" for p, v in

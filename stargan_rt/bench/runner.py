@@ -200,7 +200,8 @@ def attach_ceilings(result: dict, ceilings: dict) -> None:
                     stats["fraction_of_machine_ceiling"] = round(stats["gflops"] / machine[prec], 3)
 
 
-def run_bench(models: list[str], *, workdir: Path, log=print, ceiling_size: int = 1024,
+def run_bench(models: list[str], *, workdir: Path, log=print,
+              ceiling_sizes=ceilings_mod.SIZES,
               ceiling_seconds: float = ceilings_mod.SECONDS, **kwargs) -> dict:
     from stargan_rt.bench.models import resolve
 
@@ -210,11 +211,11 @@ def run_bench(models: list[str], *, workdir: Path, log=print, ceiling_size: int 
     result = {"tool": "stargan-rt bench", "started_utc": time.strftime(
         "%Y-%m-%d %H:%M:%S", time.gmtime(started)), "machine": machine,
         "command": " ".join(["stargan-rt"] + sys.argv[1:]) if sys.argv else "", "models": []}
-    result["ceilings_start"] = ceilings_mod.measure(ceiling_size, ceiling_seconds)
+    result["ceilings_start"] = ceilings_mod.measure(ceiling_sizes, ceiling_seconds)
     for spec in models:
         path = resolve(spec, workdir)
         result["models"].append(bench_model(spec, path, log=log, workdir=workdir, **kwargs))
-    result["ceilings_end"] = ceilings_mod.measure(ceiling_size, ceiling_seconds)
+    result["ceilings_end"] = ceilings_mod.measure(ceiling_sizes, ceiling_seconds)
     # the higher of the two measurements: a ceiling is what the machine can do
     ceilings = {}
     for rt in ("torch", "onnxruntime", "openvino"):

@@ -36,7 +36,9 @@ def register(subparsers) -> None:
                                                         "built-in synthetic faces)")
     p.add_argument("--cache-dir", help="engine cache (default: a fresh temporary one, so build "
                                        "times are real)")
-    p.add_argument("--ceiling-size", type=int, default=1024, help="matmul side for the ceilings")
+    p.add_argument("--ceiling-size", default="1024,2048",
+                   help="matmul sides for the ceilings, comma-separated; the fastest is kept "
+                        "(default 1024,2048)")
     p.add_argument("--ceiling-seconds", type=float, default=0.6,
                    help="time spent on each ceiling (default 0.6)")
     p.add_argument("--out", default="bench-out", help="folder for bench.md / .json / plots")
@@ -102,8 +104,12 @@ def _measure(args, workdir: Path, batches: list[int], log) -> dict:
         return _pipeline(args, workdir, log)
     models = args.model or list(DEFAULT_MODELS)
     targets = _list(args.targets, "targets") if args.targets else None
+    ceiling_sizes = _list(args.ceiling_size, "ceiling-size", int)
+    if any(n < 1 for n in ceiling_sizes):
+        raise UserError(f"--ceiling-size {args.ceiling_size}: expected positive matrix sides, "
+                        "such as 1024,2048")
     return runner.run_bench(
-        models, workdir=workdir, log=log, ceiling_size=args.ceiling_size,
+        models, workdir=workdir, log=log, ceiling_sizes=ceiling_sizes,
         ceiling_seconds=args.ceiling_seconds, batches=batches, rounds=args.rounds,
         targets=targets, precisions=_list(args.precisions, "precisions"),
         peers=not args.no_peers, torch_compile=args.torch_compile, calib=args.calib,
