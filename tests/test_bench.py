@@ -36,12 +36,15 @@ def test_bench_writes_table_json_and_plots(cli, tiny, tmp_path):
     data = json.loads((out / "bench.json").read_text())
     assert data["machine"]["cpu"] and data["machine"]["load_average"] is not None
     assert set(data["ceilings"]["onnxruntime"]) == {"fp32", "int8"}
-    # a ceiling is the fastest of the matrix sizes, each size's figures kept
+    # a ceiling is the fastest kernel (matmul and 3x3 convolution chains at each size), each
+    # kernel's figures kept
     start = data["ceilings_start"]
-    assert set(start["by_size"]) == {"32", "64"}
+    assert start["kernels"] == ["matmul 32x32 x4", "conv3x3 8ch 32x32 x8",
+                                "matmul 64x64 x4", "conv3x3 16ch 32x32 x8"]
+    assert set(start["by_kernel"]) == set(start["kernels"])
     for rt in ("onnxruntime", "openvino"):
         for prec, value in start[rt].items():
-            assert value == max(start["by_size"][n][rt][prec] for n in ("32", "64"))
+            assert value == max(start["by_kernel"][k][rt][prec] for k in start["kernels"])
     # the machine's ceiling at a precision is the best runtime's, so no row can be nearer to it
     for per_precision in data["ceilings"].values():
         for prec, value in per_precision.items():

@@ -1,16 +1,24 @@
-"""The machine's measured limits: dense matrix products through the same runtimes the engines
+"""The machine's measured limits: chains of dense products through the same runtimes the engines
 use, in the same run. An engine's achieved rate (its network's operation count / its time) as a
 fraction of the ceiling of its runtime and precision says how much is left on the table.
 
-Graphs: Y = X @ W with X (M, K) fed per call and W (K, N) a constant, M = N = K = each of
-SIZES, the fastest kept: on CPUs with AMX tiles a 1024-sided product is too short to reach the
-tiles' rate (on a 2-core Xeon with AMX, bf16 and int8 ran 1.3-1.5x faster at 2048 than at
-1024, and an int8 network ran faster than the 1024 "ceiling"), while fp32 gains nothing.
-  fp32  plain MatMul;
-  bf16  the same graph with OpenVINO's bf16 inference hint / torch bf16 tensors;
-  int8  X through QuantizeLinear (uint8, zero point 128) / DequantizeLinear and W as int8
-        weights + DequantizeLinear: ONNX Runtime fuses this into its U8S8 integer matmul,
-        OpenVINO into its int8 kernels.
+Two kernels per size n, the fastest kept for each runtime and precision:
+  matmul   Y = X @ W1 @ ... @ W4, X (n, n) fed per call, the W (n, n) constants;
+  conv3x3  eight 3x3 convolutions of n/4 channels at 32x32, pad 1 (a residual block's layer:
+           n = 1024 is StarGAN v1's 256 channels; the runtimes convolve through other kernels
+           than they multiply matrices with, and on CPUs with AMX a chain of int8 convolutions
+           ran 1.3x OpenVINO's fastest int8 matmul).
+A chain, not one product, because one product's call also converts its fp32 input and output
+(quantizes them, for int8), which a network pays once, not per layer: on a 2-core Xeon with AMX
+one 2048-sided int8 product ran at 2349 GFLOP/s through OpenVINO and four chained at 3605, and an
+int8 network (4238) ran faster than the single-product "ceiling". Sizes: 1024 and 2048, since AMX
+tiles need long products (bf16 and int8 1.3-1.5x faster at 2048 than at 1024); fp32 is the same.
+  fp32  plain MatMul / Conv;
+  bf16  the same graphs with OpenVINO's bf16 inference hint / torch bf16 tensors;
+  int8  each product's input through QuantizeLinear (uint8, zero point 128) / DequantizeLinear
+        and int8 weights + DequantizeLinear (per output channel for convolutions), the form of
+        the engines' int8 graphs: ONNX Runtime runs it with its U8S8 integer kernels, OpenVINO
+        with its int8 ones.
 """
 from __future__ import annotations
 
@@ -24,30 +32,68 @@ from onnx import TensorProto, helper, numpy_helper
 
 SIZES = (1024, 2048)
 SECONDS = 0.6  # per ceiling, after a warm-up
+MATMUL_DEPTH, CONV_DEPTH, CONV_SIDE = 4, 8, 32
 
 
-def _matmul_graph(size: int, int8: bool) -> onnx.ModelProto:
-    rng = np.random.default_rng(0)
-    nodes, inits = [], []
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [size, size])
+def kernels(size: int) -> dict[str, dict]:
+    """{name: shape facts} for one size: what `measure` times."""
+    channels = max(1, size // 4)
+    return {
+        f"matmul {size}x{size} x{MATMUL_DEPTH}": {
+            "kind": "matmul", "input": (size, size), "weight": (size, size),
+            "flop": 2.0 * size ** 3 * MATMUL_DEPTH},
+        f"conv3x3 {channels}ch {CONV_SIDE}x{CONV_SIDE} x{CONV_DEPTH}": {
+            "kind": "conv", "input": (1, channels, CONV_SIDE, CONV_SIDE),
+            "weight": (channels, channels, 3, 3),
+            "flop": 2.0 * channels * channels * 9 * CONV_SIDE ** 2 * CONV_DEPTH},
+    }
+
+
+def _depth(kernel: dict) -> int:
+    return CONV_DEPTH if kernel["kind"] == "conv" else MATMUL_DEPTH
+
+
+def _weights(kernel: dict, int8: bool, rng) -> list[np.ndarray]:
+    """Scaled so activations keep about unit size along the chain (no overflow, no denormals)."""
+    shape = kernel["weight"]
+    fan_in = int(np.prod(shape[1:])) if kernel["kind"] == "conv" else shape[0]
     if int8:
-        w = rng.integers(-127, 128, (size, size), dtype=np.int8)
-        inits += [numpy_helper.from_array(w, "w_q"),
-                  numpy_helper.from_array(np.array(0.01, np.float32), "w_scale"),
-                  numpy_helper.from_array(np.array(0, np.int8), "w_zp"),
-                  numpy_helper.from_array(np.array(0.02, np.float32), "x_scale"),
-                  numpy_helper.from_array(np.array(128, np.uint8), "x_zp")]
-        nodes += [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zp"], ["xq"]),
-                  helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zp"], ["xd"]),
-                  helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zp"], ["wd"]),
-                  helper.make_node("MatMul", ["xd", "wd"], ["y"])]
-    else:
-        inits.append(numpy_helper.from_array(
-            rng.standard_normal((size, size)).astype(np.float32), "w"))
-        nodes.append(helper.make_node("MatMul", ["x", "w"], ["y"]))
-    graph = helper.make_graph(nodes, "matmul", [x], [y], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        return [rng.integers(-127, 128, shape, dtype=np.int8) for _ in range(_depth(kernel))]
+    return [(rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
+            for _ in range(_depth(kernel))]
+
+
+def _graph(kernel: dict, int8: bool) -> onnx.ModelProto:
+    conv = kernel["kind"] == "conv"
+    shape = kernel["weight"]
+    fan_in = int(np.prod(shape[1:])) if conv else shape[0]
+    inits = [numpy_helper.from_array(np.array(0.02, np.float32), "x_scale"),
+             numpy_helper.from_array(np.array(128, np.uint8), "x_zp")]
+    nodes, current = [], "x"
+    for i, w in enumerate(_weights(kernel, int8, np.random.default_rng(0))):
+        out = "y" if i == _depth(kernel) - 1 else f"h{i}"
+        operand = f"w{i}"
+        if int8:
+            per_channel = (shape[0],) if conv else ()  # one scale per output channel for Conv
+            # int8 weights of spread ~73: this scale gives the float product unit size
+            scale = np.full(per_channel, 1.0 / (73.0 * np.sqrt(fan_in)), np.float32)
+            inits += [numpy_helper.from_array(w, f"w{i}_q"),
+                      numpy_helper.from_array(scale, f"w{i}_scale"),
+                      numpy_helper.from_array(np.zeros(per_channel, np.int8), f"w{i}_zp")]
+            nodes += [helper.make_node("QuantizeLinear", [current, "x_scale", "x_zp"], [f"q{i}"]),
+                      helper.make_node("DequantizeLinear", [f"q{i}", "x_scale", "x_zp"], [f"d{i}"]),
+                      helper.make_node("DequantizeLinear", [f"w{i}_q", f"w{i}_scale", f"w{i}_zp"],
+                                       [operand], axis=0)]
+            current = f"d{i}"
+        else:
+            inits.append(numpy_helper.from_array(w, operand))
+        nodes.append(helper.make_node("Conv", [current, operand], [out], pads=[1, 1, 1, 1])
+                     if conv else helper.make_node("MatMul", [current, operand], [out]))
+        current = out
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(kernel["input"]))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    model = helper.make_model(helper.make_graph(nodes, "ceiling", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
 
@@ -66,44 +112,45 @@ def _rate(call, flop: float, seconds: float) -> float:
 
 
 def measure(sizes=SIZES, seconds: float = SECONDS, log=None) -> dict:
-    """{runtime: {precision: GFLOP/s}}, the best of the matrix sizes, for what is installed,
-    with each size's own figures under "by_size"; errors are recorded, not raised."""
-    out: dict = {"matrix": " and ".join(f"{n}x{n} @ {n}x{n}" for n in sizes), "by_size": {}}
+    """{runtime: {precision: GFLOP/s}}, the best kernel, for what is installed, with each
+    kernel's own figures under "by_kernel"; errors are recorded, not raised."""
+    out: dict = {"kernels": [], "by_kernel": {}}
     for size in sizes:
-        one = _measure_size(size, seconds, log)
-        out["by_size"][str(size)] = one
-        for runtime, per_precision in one.items():
-            if runtime == "errors":
-                out.setdefault("errors", {}).update(
-                    {f"{key} ({size})": text for key, text in per_precision.items()})
-                continue
-            kept = out.setdefault(runtime, {})
-            for precision, value in per_precision.items():
-                if kept.get(precision) is None or (value is not None and value > kept[precision]):
-                    kept[precision] = value
+        for name, kernel in kernels(size).items():
+            one = _measure_kernel(name, kernel, seconds, log)
+            out["kernels"].append(name)
+            out["by_kernel"][name] = one
+            for runtime, per_precision in one.items():
+                if runtime == "errors":
+                    out.setdefault("errors", {}).update(
+                        {f"{key} ({name})": text for key, text in per_precision.items()})
+                    continue
+                kept = out.setdefault(runtime, {})
+                for precision, value in per_precision.items():
+                    if kept.get(precision) is None or (value is not None and value > kept[precision]):
+                        kept[precision] = value
     return out
 
 
-def _measure_size(size: int, seconds: float, log=None) -> dict:
-    flop = 2.0 * size ** 3
-    x = np.random.default_rng(1).standard_normal((size, size)).astype(np.float32)
+def _measure_kernel(name: str, kernel: dict, seconds: float, log=None) -> dict:
+    x = np.random.default_rng(1).standard_normal(kernel["input"]).astype(np.float32)
     out: dict[str, dict] = {}
 
     def attempt(runtime: str, precision: str, make):
         try:
             call = make()
-            out.setdefault(runtime, {})[precision] = round(_rate(call, flop, seconds), 1)
+            out.setdefault(runtime, {})[precision] = round(_rate(call, kernel["flop"], seconds), 1)
         except Exception as exc:  # noqa: BLE001 - a missing runtime or kernel is a finding
             out.setdefault(runtime, {})[precision] = None
             out.setdefault("errors", {})[f"{runtime} {precision}"] = str(exc)[:200]
         if log:
-            log(f"ceiling {runtime} {precision} ({size}): {out[runtime][precision]} GFLOP/s")
+            log(f"ceiling {runtime} {precision} ({name}): {out[runtime][precision]} GFLOP/s")
 
     with tempfile.TemporaryDirectory(prefix="stargan-rt-ceiling-") as tmp:
         paths = {}
         for kind in ("fp32", "int8"):
-            paths[kind] = Path(tmp) / f"matmul-{kind}.onnx"
-            onnx.save(_matmul_graph(size, kind == "int8"), str(paths[kind]))
+            paths[kind] = Path(tmp) / f"ceiling-{kind}.onnx"
+            onnx.save(_graph(kernel, kind == "int8"), str(paths[kind]))
 
         def ort_call(kind):
             import onnxruntime as ort
@@ -124,13 +171,19 @@ def _measure_size(size: int, seconds: float, log=None) -> dict:
 
         def torch_call(dtype):
             import torch
+            import torch.nn.functional as F
 
             a = torch.from_numpy(x).to(dtype)
-            b = torch.from_numpy(x.T.copy()).to(dtype)
+            ws = [torch.from_numpy(w).to(dtype)
+                  for w in _weights(kernel, False, np.random.default_rng(0))]
+            product = ((lambda h, w: F.conv2d(h, w, padding=1)) if kernel["kind"] == "conv"
+                       else torch.mm)
 
             def call():
                 with torch.no_grad():
-                    torch.mm(a, b)
+                    h = a
+                    for w in ws:
+                        h = product(h, w)
             return call
 
         attempt("torch", "fp32", lambda: torch_call(__import__("torch").float32))

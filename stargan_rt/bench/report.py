@@ -21,8 +21,9 @@ def markdown(result: dict) -> str:
              ""]
     ce = result.get("ceilings", {})
     if result["models"]:
-        lines.append("Ceilings (dense matmul " + result["ceilings_start"].get("matrix", "") +
-                     ", GFLOP/s, the best size and the better of the start and end "
+        lines.append("Ceilings (chains of dense products: " +
+                     ", ".join(result["ceilings_start"].get("kernels", [])) +
+                     "; GFLOP/s, the fastest kernel and the better of the start and end "
                      "measurements): " + "; ".join(
                          f"{rt} " + ", ".join(f"{p} {v:.0f}" for p, v in sorted(vals.items()))
                          for rt, vals in ce.items() if vals) + "; the machine (best runtime): " +

@@ -174,9 +174,9 @@ def bench_model(spec: str, bundle_path: Path, *, batches=(1, 4), rounds: int = 2
 
 
 def machine_ceilings(ceilings: dict) -> dict:
-    """{precision: GFLOP/s}, the best runtime at each precision. A runtime's own matmul can be
-    slower than its convolutions (torch's fp32 matmul library on AMD CPUs, say), so its ceiling
-    alone can sit below what an engine achieves; the machine's is the best any of them reached."""
+    """{precision: GFLOP/s}, the best runtime at each precision. One runtime's kernels can be
+    slower than another's (torch's fp32 matmul library on AMD CPUs, say): the machine's ceiling
+    is the best any of them reached."""
     best: dict[str, float] = {}
     for per_precision in ceilings.values():
         for prec, value in per_precision.items():

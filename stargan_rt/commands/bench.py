@@ -37,7 +37,8 @@ def register(subparsers) -> None:
     p.add_argument("--cache-dir", help="engine cache (default: a fresh temporary one, so build "
                                        "times are real)")
     p.add_argument("--ceiling-size", default="1024,2048",
-                   help="matmul sides for the ceilings, comma-separated; the fastest is kept "
+                   help="sizes n for the ceilings, comma-separated: chains of n-sided matmuls "
+                        "and of n/4-channel 3x3 convolutions; the fastest is kept "
                         "(default 1024,2048)")
     p.add_argument("--ceiling-seconds", type=float, default=0.6,
                    help="time spent on each ceiling (default 0.6)")
