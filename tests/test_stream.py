@@ -394,6 +394,38 @@ def test_streams_keep_every_frame_in_order(frames):
         np.testing.assert_array_equal(one, three)
 
 
+class OrderedFaces(FaceStage):
+    """Records which frame each detection saw and whether two ever ran at once."""
+
+    def __init__(self, frames):
+        super().__init__(64)
+        self.index_of = {frame.tobytes(): i for i, frame in enumerate(frames)}
+        self.seen, self.busy, self.overlapped = [], threading.Lock(), False
+
+    def crops(self, frame):
+        if not self.busy.acquire(blocking=False):
+            self.overlapped = True
+            self.busy.acquire()
+        try:
+            self.seen.append(self.index_of[frame.tobytes()])
+            time.sleep(0.002)  # room for another worker to overlap, if it could
+            return super().crops(frame)
+        finally:
+            self.busy.release()
+
+
+def test_detections_come_one_at_a_time_in_frame_order(frames):
+    # the tracker follows faces from one frame to the next: with several streams in flight
+    # the detections must still come one at a time, in the source's order
+    faces = OrderedFaces(frames)
+    translator = JitterTranslator()
+    pipeline = Pipeline(ListSource(frames), translator, faces, [Order()], domain="Invert",
+                        log=lambda m: None, streams=3)
+    assert pipeline.run() == 0
+    assert faces.seen == list(range(N_FRAMES)) and not faces.overlapped
+    assert translator.most_active > 1
+
+
 def test_live_streams_never_show_an_older_frame(frames):
     sink = Order()
     pipeline = Pipeline(ListSource(frames, live=True, fps=100, repeat=4), JitterTranslator(),

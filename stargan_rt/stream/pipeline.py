@@ -1,8 +1,12 @@
-"""The threaded live pipeline: capture -> faces -> engine -> paste + sinks.
+"""The threaded live pipeline: capture -> faces -> engine + paste-back -> sinks.
 
-Capture, face detection and inference each run in their own thread (inference in
-``options.streams`` threads, frames in flight at once, put back in order before the output);
-paste-back and the sinks run in the calling (main) thread, where OpenCV's window must live.
+Capture and face detection each run in their own thread; inference runs in ``options.streams``
+worker threads (frames in flight at once, put back in order before the sinks), and each worker
+pastes its frame's translated faces back right after its engine call; the sinks run in the
+calling (main) thread, where OpenCV's window must live. Paste-back is in the worker, not in a
+thread of its own, because on a 2-core machine every thread that wakes beside the engine's
+preempts it: the worker's own engine request is idle while it pastes, so the paste takes a core
+while the other stream's call runs instead of waking a third thread beside both.
 Stages are joined by small queues. For cameras and ``--realtime`` the queues hold one frame and
 drop the OLDEST when full, so the newest frame always wins and latency stays bounded; a file
 otherwise goes through frame by frame with blocking queues, none dropped, so a recording has
@@ -93,6 +97,7 @@ class Packet:
     crops: np.ndarray | None = None
     translated: np.ndarray | None = None
     result: np.ndarray | None = None
+    source: np.ndarray | None = None  # the frame before paste-back, for sinks that show it
 
 
 class Pipeline:
@@ -297,6 +302,7 @@ class Pipeline:
                     if self.arch == "v2":
                         style = np.array(self.translator.style(), dtype=np.float32)
                     self.q_parity.put((packet.crops, packet.translated, self.target, style))
+            self._paste(packet)
             self.q_out.put(packet)
 
     def _parity(self) -> None:
@@ -304,27 +310,32 @@ class Pipeline:
             if not self.live_parity.check(crops, engine_out, target, style):
                 return
 
-    # -- main thread: paste + sinks --------------------------------------------------------------
-    def _output(self, packet: Packet) -> None:
+    def _paste(self, packet: Packet) -> None:
+        """The translated faces blended into the frame (in place: the source frame is copied
+        first for the sinks that show it)."""
         t = time.perf_counter()
         wants = {sink.needs_source for sink in self.sinks}
         need_source = SourceNeed.ALWAYS in wants or (SourceNeed.SIDE_BY_SIDE in wants and
                                                      self.view["side_by_side"])
-        source_frame = packet.frame.copy() if need_source and not self.faces.no_face else \
+        packet.source = packet.frame.copy() if need_source and not self.faces.no_face else \
             packet.frame
         if packet.translated is not None:
-            result = self.faces.paste(packet.frame, packet.faces, packet.crops, packet.translated)
+            packet.result = self.faces.paste(packet.frame, packet.faces, packet.crops,
+                                             packet.translated)
         else:
-            result = packet.frame
+            packet.result = packet.frame
+        self.stats.stages["paste"].add((time.perf_counter() - t) * 1000)
+
+    # -- main thread: sinks --------------------------------------------------------------------
+    def _output(self, packet: Packet) -> None:
         n = 0 if self.faces.no_face else len(packet.faces)
         if n:
             self.stats.frames_with_faces += 1
             self.stats.faces_found += n
             self.stats.max_faces = max(self.stats.max_faces, n)
         t1 = time.perf_counter()
-        self.stats.stages["paste"].add((t1 - t) * 1000)
         for sink in self.sinks:
-            if sink.write(result, source_frame, packet, self) is False:
+            if sink.write(packet.result, packet.source, packet, self) is False:
                 self.stop("quit")
         t2 = time.perf_counter()
         self.stats.stages["output"].add((t2 - t1) * 1000)
