@@ -124,4 +124,4 @@ def test_bad_options(cli, tmp_path):
     assert cli("bench", "--pipeline", "--pipeline-rounds", "0", "--out", tmp_path).code == 2
     assert cli("bench", "--batch", "x", "--out", tmp_path).code == 2
     result = cli("bench", "--ceiling-size", "1024,0", "--out", tmp_path)
-    assert result.code == 2 and "positive matrix sides" in result.err
+    assert result.code == 2 and "expected positive sizes" in result.err

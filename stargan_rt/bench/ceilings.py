@@ -53,10 +53,14 @@ def _depth(kernel: dict) -> int:
     return CONV_DEPTH if kernel["kind"] == "conv" else MATMUL_DEPTH
 
 
+def _fan_in(kernel: dict) -> int:
+    shape = kernel["weight"]
+    return int(np.prod(shape[1:])) if kernel["kind"] == "conv" else shape[0]
+
+
 def _weights(kernel: dict, int8: bool, rng) -> list[np.ndarray]:
     """Scaled so activations keep about unit size along the chain (no overflow, no denormals)."""
-    shape = kernel["weight"]
-    fan_in = int(np.prod(shape[1:])) if kernel["kind"] == "conv" else shape[0]
+    shape, fan_in = kernel["weight"], _fan_in(kernel)
     if int8:
         return [rng.integers(-127, 128, shape, dtype=np.int8) for _ in range(_depth(kernel))]
     return [(rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
@@ -65,8 +69,7 @@ def _weights(kernel: dict, int8: bool, rng) -> list[np.ndarray]:
 
 def _graph(kernel: dict, int8: bool) -> onnx.ModelProto:
     conv = kernel["kind"] == "conv"
-    shape = kernel["weight"]
-    fan_in = int(np.prod(shape[1:])) if conv else shape[0]
+    shape, fan_in = kernel["weight"], _fan_in(kernel)
     inits = [numpy_helper.from_array(np.array(0.02, np.float32), "x_scale"),
              numpy_helper.from_array(np.array(128, np.uint8), "x_zp")]
     nodes, current = [], "x"

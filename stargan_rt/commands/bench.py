@@ -107,8 +107,8 @@ def _measure(args, workdir: Path, batches: list[int], log) -> dict:
     targets = _list(args.targets, "targets") if args.targets else None
     ceiling_sizes = _list(args.ceiling_size, "ceiling-size", int)
     if any(n < 1 for n in ceiling_sizes):
-        raise UserError(f"--ceiling-size {args.ceiling_size}: expected positive matrix sides, "
-                        "such as 1024,2048")
+        raise UserError(f"--ceiling-size {args.ceiling_size}: expected positive sizes, such as "
+                        "1024,2048")
     return runner.run_bench(
         models, workdir=workdir, log=log, ceiling_sizes=ceiling_sizes,
         ceiling_seconds=args.ceiling_seconds, batches=batches, rounds=args.rounds,
