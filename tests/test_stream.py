@@ -408,7 +408,7 @@ class OrderedFaces(FaceStage):
             self.busy.acquire()
         try:
             self.seen.append(self.index_of[frame.tobytes()])
-            time.sleep(0.002)  # room for another worker to overlap, if it could
+            time.sleep(0.002)  # room for another thread to overlap, if one could
             return super().crops(frame)
         finally:
             self.busy.release()

@@ -112,6 +112,7 @@ class Pipeline:
         self.translator = translator
         self.faces = faces
         self.sinks = list(sinks)
+        self._source_needs = {sink.needs_source for sink in self.sinks}  # the sinks are fixed
         self.realtime = options.realtime
         self.lossy = source.live or options.realtime
         self.max_frames = options.max_frames
@@ -314,7 +315,7 @@ class Pipeline:
         """The translated faces blended into the frame (in place: the source frame is copied
         first for the sinks that show it)."""
         t = time.perf_counter()
-        wants = {sink.needs_source for sink in self.sinks}
+        wants = self._source_needs
         need_source = SourceNeed.ALWAYS in wants or (SourceNeed.SIDE_BY_SIDE in wants and
                                                      self.view["side_by_side"])
         packet.source = packet.frame.copy() if need_source and not self.faces.no_face else \
