@@ -173,7 +173,7 @@ def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift():
 
 def test_a_bundle_trained_on_synthetic_faces_carries_their_framing(tmp_path):
     from stargan_rt.synth import HAAR_FRAMING
-    from stargan_train.common import synth_framing
+    from stargan_train.config import synth_framing
 
     synthesize(tmp_path / "faces", count=4, image_size=32, seed=2, workers=1)
     assert synth_framing(tmp_path / "faces") == HAAR_FRAMING

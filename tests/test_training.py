@@ -21,7 +21,12 @@ from stargan_rt.bundle import Bundle
 from stargan_rt.cli import main as cli_main
 from stargan_rt.errors import UserError
 from stargan_rt.models.build import load_network
-from stargan_train import common, data as tdata
+from stargan_train import data as tdata
+from stargan_train import trainer as training_loop
+from stargan_train.checkpoints import CKPT_NAME, save_checkpoint
+from stargan_train.device import set_threads
+from stargan_train.losses import ssim_loss
+from stargan_train.schedules import TrainClock, gan_ramp, linear_decay_lr, lr_ramp, schedule_iter
 from stargan_train.solver_v1 import make_config as v1_config
 from stargan_train.solver_v2 import V2Trainer
 from stargan_train.solver_v2 import make_config as v2_config
@@ -95,14 +100,14 @@ class KilledError(Exception):
 @contextlib.contextmanager
 def killed_after_checkpoint(at: int):
     """A run that dies right after its checkpoint at iteration ``at`` (as if SIGKILLed)."""
-    real = common.save_run
+    real = training_loop.save_run
 
     def save_then_die(trainer):
         real(trainer)
         if trainer.it >= at:
             raise KilledError
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(common, "save_run", save_then_die)
+        patch.setattr(training_loop, "save_run", save_then_die)
         with pytest.raises(KilledError):
             yield
 
@@ -155,9 +160,9 @@ def test_class_balanced_sampling():
 
 
 def test_lr_decay_is_linear_and_official_is_noop():
-    assert common.linear_decay_lr(1e-4, 0, 200, 100) == 1e-4
-    assert common.linear_decay_lr(1e-4, 150, 200, 100) == pytest.approx(5e-5)
-    assert common.linear_decay_lr(1e-4, 199, 200, 100) == pytest.approx(1e-6)
+    assert linear_decay_lr(1e-4, 0, 200, 100) == 1e-4
+    assert linear_decay_lr(1e-4, 150, 200, 100) == pytest.approx(5e-5)
+    assert linear_decay_lr(1e-4, 199, 200, 100) == pytest.approx(1e-6)
     lr = 1e-4  # the official update: lr -= lr / num_iters_decay every 1000 of 100k iterations
     for _ in range(100):
         lr -= lr / 100000
@@ -168,30 +173,30 @@ def test_schedules_follow_the_time_budget():
     """With --max-minutes the schedules run on whichever budget is tighter, so a run stopped by
     its time cap ends with its learning rate decayed; the clock survives resumes."""
     cfg = {"iters": 1000, "max_minutes": 10.0}
-    assert common.schedule_iter(100, 0.0, cfg) == 100.0
-    assert common.schedule_iter(100, 5 * 60, cfg) == 500.0            # half the time: half-way
-    assert common.schedule_iter(700, 5 * 60, cfg) == 700.0            # iterations ahead
-    assert common.schedule_iter(100, 20 * 60, cfg) == 1000.0          # never past the end
-    assert common.schedule_iter(100, 20 * 60, {"iters": 1000, "max_minutes": 0}) == 100.0
-    lr = common.linear_decay_lr(2e-4, common.schedule_iter(300, 9.9 * 60, cfg), 1000, 500)
+    assert schedule_iter(100, 0.0, cfg) == 100.0
+    assert schedule_iter(100, 5 * 60, cfg) == 500.0            # half the time: half-way
+    assert schedule_iter(700, 5 * 60, cfg) == 700.0            # iterations ahead
+    assert schedule_iter(100, 20 * 60, cfg) == 1000.0          # never past the end
+    assert schedule_iter(100, 20 * 60, {"iters": 1000, "max_minutes": 0}) == 100.0
+    lr = linear_decay_lr(2e-4, schedule_iter(300, 9.9 * 60, cfg), 1000, 500)
     assert lr == pytest.approx(2e-4 * 0.02)
-    assert common.TrainClock(before=30.0).total() >= 30.0
+    assert TrainClock(before=30.0).total() >= 30.0
 
 
 def test_gan_ramp_rises_after_the_warm_up():
     cfg = {"ae_iters": 100, "gan_ramp": 50}
-    assert common.gan_ramp(100, cfg) == pytest.approx(1 / 50)     # first GAN iteration
-    assert common.gan_ramp(124, cfg) == pytest.approx(25 / 50)
-    assert common.gan_ramp(149, cfg) == 1.0 and common.gan_ramp(5000, cfg) == 1.0
-    assert common.gan_ramp(100, {"ae_iters": 100, "gan_ramp": 0}) == 1.0   # off: full weight
-    assert common.gan_ramp(0, {}) == 1.0                                   # the paper's config
+    assert gan_ramp(100, cfg) == pytest.approx(1 / 50)     # first GAN iteration
+    assert gan_ramp(124, cfg) == pytest.approx(25 / 50)
+    assert gan_ramp(149, cfg) == 1.0 and gan_ramp(5000, cfg) == 1.0
+    assert gan_ramp(100, {"ae_iters": 100, "gan_ramp": 0}) == 1.0   # off: full weight
+    assert gan_ramp(0, {}) == 1.0                                   # the paper's config
 
 
 def test_lr_ramp_rises_after_the_warm_up():
     cfg = {"ae_iters": 100, "lr_ramp": 50}
-    assert common.lr_ramp(100, cfg) == pytest.approx(1 / 50)      # first GAN iteration
-    assert common.lr_ramp(149, cfg) == 1.0 and common.lr_ramp(5000, cfg) == 1.0
-    assert common.lr_ramp(100, {"ae_iters": 100}) == 1.0           # off (older runs, paper)
+    assert lr_ramp(100, cfg) == pytest.approx(1 / 50)      # first GAN iteration
+    assert lr_ramp(149, cfg) == 1.0 and lr_ramp(5000, cfg) == 1.0
+    assert lr_ramp(100, {"ae_iters": 100}) == 1.0           # off (older runs, paper)
 
 
 def test_v1_lr_ramp_scales_g_learning_rate_only(celeba, tmp_path):
@@ -234,13 +239,13 @@ def test_auto_threads_use_idle_cores(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     try:
         monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
-        assert common.set_threads(-1) == 2
+        assert set_threads(-1) == 2
         monkeypatch.setattr(os, "getloadavg", lambda: (3.2, 3.0, 3.0))   # a busy machine
-        assert common.set_threads(-1) == 1
-        assert common.set_threads(-1, own_load=2.0) == 1               # 1.2 cores busy elsewhere
+        assert set_threads(-1) == 1
+        assert set_threads(-1, own_load=2.0) == 1               # 1.2 cores busy elsewhere
         monkeypatch.setattr(os, "getloadavg", lambda: (2.1, 2.0, 2.0))  # only this run
-        assert common.set_threads(-1, own_load=2.0) == 2
-        assert common.set_threads(-1, world=2) == 1                      # shared by 2 processes
+        assert set_threads(-1, own_load=2.0) == 2
+        assert set_threads(-1, world=2) == 1                      # shared by 2 processes
     finally:
         torch.set_num_threads(before)
 
@@ -439,26 +444,26 @@ def test_ssim_loss_is_one_minus_the_eval_ssim():
     a = rng.uniform(-1, 1, (2, 3, 32, 32)).astype(np.float32)
     b = np.clip(a + rng.normal(0, 0.2, a.shape), -1, 1).astype(np.float32)
     tb = torch.from_numpy(b).requires_grad_(True)
-    loss = common.ssim_loss(torch.from_numpy(a), tb)
+    loss = ssim_loss(torch.from_numpy(a), tb)
     assert loss.item() == pytest.approx(1 - ssim(a, b, 2.0, channel_axis=1), abs=1e-5)
     loss.backward()
     assert torch.isfinite(tb.grad).all() and tb.grad.abs().sum() > 0
     with torch.autocast("cpu", dtype=torch.bfloat16):  # computed in float32 all the same
-        assert common.ssim_loss(torch.from_numpy(a), torch.from_numpy(a)).item() == pytest.approx(
+        assert ssim_loss(torch.from_numpy(a), torch.from_numpy(a)).item() == pytest.approx(
             0.0, abs=1e-6)
 
 
 def test_checkpoint_disk_full_keeps_previous(tmp_path, monkeypatch):
-    common.save_checkpoint(tmp_path, {"iter": 1, "w": torch.ones(3)})
-    before = (tmp_path / common.CKPT_NAME).read_bytes()
+    save_checkpoint(tmp_path, {"iter": 1, "w": torch.ones(3)})
+    before = (tmp_path / CKPT_NAME).read_bytes()
 
     def full(*_a, **_k):
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(torch, "save", full)
     with pytest.raises(UserError, match="disk is full.*previous checkpoint is intact"):
-        common.save_checkpoint(tmp_path, {"iter": 2})
-    assert (tmp_path / common.CKPT_NAME).read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == [common.CKPT_NAME]
+        save_checkpoint(tmp_path, {"iter": 2})
+    assert (tmp_path / CKPT_NAME).read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [CKPT_NAME]
 
 
 def test_v1_sigkill_then_resume(celeba, tmp_path):

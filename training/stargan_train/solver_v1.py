@@ -22,7 +22,7 @@ Losses (the StarGAN v1 paper and its official code):
   cross-entropy; joint CelebA+RaFD ("both"): label = [celeba, rafd one-hot, mask(2)], D's
   classification uses only the valid slice, batches alternate data sets.
 Adam (beta1, beta2), learning rate linear to 0 over the last ``decay_iters`` iterations (the
-official code's decay is a no-op, see common.linear_decay_lr).
+official code's decay is a no-op, see schedules.linear_decay_lr).
 
 The ``paper`` preset is the official configuration (lambda_cls_g = lambda_cls = 1, p_single 0:
 targets are the batch's shuffled labels, no augmentation, no EMA). The ``tiny`` preset is tuned
@@ -44,10 +44,17 @@ from stargan_rt.bundle import Domain, Manifest, default_aliases, write_bundle
 from stargan_rt.errors import UserError
 from stargan_rt.models.v1 import DiscriminatorV1, GeneratorV1
 
-from . import common
+from . import config
 from .augment import translate
 from .data import (V1Batches, detect_layout, load_celeba, load_folders, mixed_targets,
                    split_holdout, test_targets)
+from .device import autocast
+from .ema import ema_update
+from .losses import autoencoder_loss, ssim_loss
+from .rng import rng_state, seed_all, set_rng_state
+from .samples import save_grid
+from .schedules import gan_ramp, linear_decay_lr, lr_ramp, set_lr
+from .trainer import Trainer
 
 DEFAULT_ATTRS = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"]
 
@@ -126,17 +133,17 @@ RUN_KEYS = ("dataset", "attrs", "image_size", "conv_dim", "repeat_num", "d_conv_
 
 
 def make_config(preset: str, **overrides) -> dict:
-    return common.make_config(PRESETS, preset, {"attrs": None}, overrides)
+    return config.make_config(PRESETS, preset, {"attrs": None}, overrides)
 
 
-class V1Trainer(common.Trainer):
+class V1Trainer(Trainer):
     ARCH = "v1"
     RUN_KEYS = RUN_KEYS
 
     def __init__(self, data_dir, out_dir, cfg: dict, resume: bool = False, rafd_dir=None,
                  device: str | None = None, quiet: bool = False, data=None):
         super().__init__(out_dir, cfg, resume, device, quiet)
-        self.framing = common.synth_framing(data_dir)
+        self.framing = config.synth_framing(data_dir)
         self._validate()
         self._load_data(data_dir, rafd_dir, data)
         self._build()
@@ -209,7 +216,7 @@ class V1Trainer(common.Trainer):
 
     def _build(self) -> None:
         cfg = self.cfg
-        common.seed_all(cfg["seed"])
+        seed_all(cfg["seed"])
         self.G = GeneratorV1(cfg["conv_dim"], self.c_dim, cfg["repeat_num"]).to(self.device)
         self.D = DiscriminatorV1(cfg["image_size"], cfg["d_conv_dim"], self.d_c_dim,
                                  cfg["d_repeat_num"]).to(self.device)
@@ -237,7 +244,7 @@ class V1Trainer(common.Trainer):
         data_states = self.dist.gather_objects({
             "batches": self.batches.state_dict(),
             "rafd": self.rafd_batches.state_dict() if self.rafd_batches else None,
-            "rng": common.rng_state()})
+            "rng": rng_state()})
         return {"G": self.G.state_dict(), "D": self.D.state_dict(),
                 "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
                 "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict(),
@@ -257,13 +264,13 @@ class V1Trainer(common.Trainer):
         if self.C is not None:
             self.C.load_state_dict(state["C"])
             self.c_opt.load_state_dict(state["c_opt"])
-        common.set_lr(self.g_opt, state["lr"]["g"])
-        common.set_lr(self.d_opt, state["lr"]["d"])
+        set_lr(self.g_opt, state["lr"]["g"])
+        set_lr(self.d_opt, state["lr"]["d"])
         mine = state["ranks"][self.dist.rank]
         self.batches.load_state_dict(mine["batches"])
         if self.rafd_batches and mine["rafd"]:
             self.rafd_batches.load_state_dict(mine["rafd"])
-        common.set_rng_state(mine["rng"])
+        set_rng_state(mine["rng"])
 
     # -- losses ---------------------------------------------------------------------------
     def _cls_loss(self, logits, target, which: str):
@@ -310,7 +317,7 @@ class V1Trainer(common.Trainer):
         """One step of the auxiliary classifier on the real batch; left in eval mode."""
         cfg = self.cfg
         self.C.train()
-        with common.autocast(cfg["bf16"], self.device):
+        with autocast(cfg["bf16"], self.device):
             c_loss = self._cls_loss(self._d_cls_slice(self.C(translate(x, cfg["augment"])), which),
                                     label_org, "celeba" if which == "celeba" else "rafd")
         self.c_opt.zero_grad(set_to_none=True)
@@ -330,10 +337,9 @@ class V1Trainer(common.Trainer):
         cfg = self.cfg
         bf16 = cfg["bf16"]
         warm_up = it < cfg.get("ae_iters", 0)
-        g_base = cfg["ae_lr"] if warm_up else cfg["g_lr"] * common.lr_ramp(it, cfg)
+        g_base = cfg["ae_lr"] if warm_up else cfg["g_lr"] * lr_ramp(it, cfg)
         for opt, base in ((self.g_opt, g_base), (self.d_opt, cfg["d_lr"])):
-            common.set_lr(opt, common.linear_decay_lr(base, self.sched_it, cfg["iters"],
-                                                      cfg["decay_iters"]))
+            set_lr(opt, linear_decay_lr(base, self.sched_it, cfg["iters"], cfg["decay_iters"]))
         x, c_org, c_trg, label_org, label_trg, which = self._next(it)
         cls_kind = "celeba" if which == "celeba" else "rafd"
         shift = cfg.get("augment", 0.0)
@@ -341,7 +347,7 @@ class V1Trainer(common.Trainer):
             return self._autoencoder_step(x, c_org, label_org, which)
 
         # Discriminator.
-        with common.autocast(bf16, self.device):
+        with autocast(bf16, self.device):
             out_src, out_cls = self.D(translate(x, shift))
             d_real = -out_src.float().mean()
             d_cls = self._cls_loss(self._d_cls_slice(out_cls, which), label_org, cls_kind)
@@ -351,7 +357,7 @@ class V1Trainer(common.Trainer):
             d_fake = out_fake.float().mean()
         alpha = torch.rand(x.shape[0], 1, 1, 1, device=x.device)
         x_hat = (alpha * x + (1 - alpha) * x_fake.float()).requires_grad_(True)
-        with common.autocast(bf16, self.device):
+        with autocast(bf16, self.device):
             out_hat, _ = self.D(translate(x_hat, shift))
         grad = torch.autograd.grad(out_hat.float().sum(), x_hat, create_graph=True)[0]
         d_gp = ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
@@ -375,7 +381,7 @@ class V1Trainer(common.Trainer):
             try:
                 lambda_id = cfg.get("lambda_id", 0.0)
                 lambda_keep = cfg.get("lambda_keep", 0.0)
-                with common.autocast(bf16, self.device):
+                with autocast(bf16, self.device):
                     if lambda_id > 0:  # one batched pass for the target and the identity
                         x_fake, x_id = self.G(torch.cat([x, x]), torch.cat([c_trg, c_org])).chunk(2)
                         g_id = (x.float() - x_id.float()).abs().mean()
@@ -395,10 +401,10 @@ class V1Trainer(common.Trainer):
                     lambda_ssim = cfg.get("lambda_ssim", 0.0)
                     g_ssim = torch.zeros(())
                     if lambda_ssim > 0:   # the cycle's and (when computed) the identity's
-                        g_ssim = common.ssim_loss(x_rec, x)
+                        g_ssim = ssim_loss(x_rec, x)
                         if lambda_id > 0:
-                            g_ssim = g_ssim + common.ssim_loss(x_id, x)
-                ramp = common.gan_ramp(it, cfg)
+                            g_ssim = g_ssim + ssim_loss(x_id, x)
+                ramp = gan_ramp(it, cfg)
                 g_loss = (ramp * (cfg["lambda_adv"] * g_fake + cfg["lambda_cls_g"] * g_cls
                                   + cfg["lambda_cls_aux"] * g_cls_aux)
                           + cfg["lambda_rec"] * g_rec + lambda_id * g_id + lambda_keep * g_keep
@@ -408,7 +414,7 @@ class V1Trainer(common.Trainer):
                 self.dist.average_gradients([self.G])
                 self.g_opt.step()
                 if self.G_ema is not None:
-                    common.ema_update(self.G_ema, self.G, cfg["ema_beta"], self.it)
+                    ema_update(self.G_ema, self.G, cfg["ema_beta"], self.it)
             finally:
                 for net in judges:
                     net.requires_grad_(True)
@@ -433,15 +439,15 @@ class V1Trainer(common.Trainer):
         outputs lose background, skin and identity. Reproducing the input is learnt in a few
         hundred steps on its own; the GAN phase then only has to learn the edits."""
         cfg = self.cfg
-        with common.autocast(cfg["bf16"], self.device):
-            g_ae, loss = common.autoencoder_loss(self.G(x, c_org), x, cfg)
+        with autocast(cfg["bf16"], self.device):
+            g_ae, loss = autoencoder_loss(self.G(x, c_org), x, cfg)
         self.g_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.dist.average_gradients([self.G])
         self.g_opt.step()
         if self.G_ema is not None:
-            common.ema_update(self.G_ema, self.G, cfg["ema_beta"], self.it)
-        with common.autocast(cfg["bf16"], self.device):
+            ema_update(self.G_ema, self.G, cfg["ema_beta"], self.it)
+        with autocast(cfg["bf16"], self.device):
             _, out_cls = self.D(translate(x, cfg["augment"]))
             d_cls = self._cls_loss(self._d_cls_slice(out_cls, which), label_org,
                                    "celeba" if which == "celeba" else "rafd")
@@ -482,7 +488,7 @@ class V1Trainer(common.Trainer):
         G.eval()
         cols = [x] + [G(x, t.to(self.device)) for t in targets]
         G.train(mode)
-        common.save_grid(path, cols)
+        save_grid(path, cols)
 
     def write_bundle(self, path: Path, include_discriminator: bool = True, name: str = "",
                      stopped_early: bool = False):
@@ -501,7 +507,7 @@ class V1Trainer(common.Trainer):
                     **self.framing},
             source={"trained_by": "stargan-rt train v1", "preset": cfg["preset"],
                     "iterations": self.it, "dataset": cfg["dataset"],
-                    "stopped_early": stopped_early, "settings": common.primitive(cfg),
+                    "stopped_early": stopped_early, "settings": config.primitive(cfg),
                     "weights": (f"EMA (beta {cfg['ema_beta']:g})" if self.G_ema is not None
                                 else "final")},
             name=name or f"stargan-v1-{cfg['preset']}-{cfg['image_size']}px")

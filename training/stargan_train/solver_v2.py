@@ -29,8 +29,16 @@ from stargan_rt.errors import UserError
 from stargan_rt.models.fan import FAN
 from stargan_rt.models.v2 import DiscriminatorV2, GeneratorV2, MappingNetwork, StyleEncoder
 
-from . import common
+from . import config
+from .checkpoints import load_checkpoint
 from .data import V2Batches, load_folders, split_holdout
+from .device import autocast
+from .ema import ema_update
+from .losses import autoencoder_loss, ssim_loss
+from .rng import rng_state, seed_all, set_rng_state
+from .samples import save_grid
+from .schedules import gan_ramp, lr_ramp, set_lr
+from .trainer import Trainer
 
 # Small CPU run at 64 px: narrow networks, a 64-wide mapping network with a 10x larger F
 # learning rate than the paper's (1e-6 barely moves F in a few hundred steps) and a faster
@@ -71,7 +79,7 @@ RUN_KEYS = ("domains", "image_size", "dim_in", "max_conv_dim", "style_dim", "lat
 
 
 def make_config(preset: str, **overrides) -> dict:
-    return common.make_config(PRESETS, preset, {"domains": None}, overrides)
+    return config.make_config(PRESETS, preset, {"domains": None}, overrides)
 
 
 def he_init(module: nn.Module) -> None:
@@ -93,7 +101,7 @@ def load_fan(path: Path) -> FAN:
         from safetensors.torch import load_file
         state = load_file(str(path))
     else:
-        state = common.load_checkpoint(path)
+        state = load_checkpoint(path)
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
     fan = FAN()
@@ -104,14 +112,14 @@ def load_fan(path: Path) -> FAN:
     return fan.eval()
 
 
-class V2Trainer(common.Trainer):
+class V2Trainer(Trainer):
     ARCH = "v2"
     RUN_KEYS = RUN_KEYS
 
     def __init__(self, data_dir, out_dir, cfg: dict, resume: bool = False, fan=None,
                  device: str | None = None, quiet: bool = False, data=None):
         super().__init__(out_dir, cfg, resume, device, quiet)
-        self.framing = common.synth_framing(data_dir)
+        self.framing = config.synth_framing(data_dir)
         self._validate(fan)
         if data is None:
             data = load_folders(data_dir, cfg["image_size"], domains=cfg.get("domains"))
@@ -148,7 +156,7 @@ class V2Trainer(common.Trainer):
 
     def _build(self) -> None:
         cfg, n = self.cfg, len(self.names)
-        common.seed_all(cfg["seed"])
+        seed_all(cfg["seed"])
         self.G = GeneratorV2(cfg["image_size"], cfg["style_dim"], cfg["max_conv_dim"],
                              cfg["w_hpf"], cfg["dim_in"])
         self.F = MappingNetwork(cfg["latent_dim"], cfg["style_dim"], n, cfg["hidden_dim"])
@@ -174,7 +182,7 @@ class V2Trainer(common.Trainer):
     # -- checkpoints ----------------------------------------------------------------------
     def state(self) -> dict:
         ranks = self.dist.gather_objects({"batches": self.batches.state_dict(),
-                                          "rng": common.rng_state()})
+                                          "rng": rng_state()})
         return {"nets": {k: m.state_dict() for k, m in self._nets().items()},
                 "opt": {k: o.state_dict() for k, o in self.opt.items()},
                 "lr": {k: o.param_groups[0]["lr"] for k, o in self.opt.items()},
@@ -189,10 +197,10 @@ class V2Trainer(common.Trainer):
             m.load_state_dict(state["nets"][k])
         for k, o in self.opt.items():
             o.load_state_dict(state["opt"][k])
-            common.set_lr(o, state["lr"][k])
+            set_lr(o, state["lr"][k])
         mine = state["ranks"][self.dist.rank]
         self.batches.load_state_dict(mine["batches"])
-        common.set_rng_state(mine["rng"])
+        set_rng_state(mine["rng"])
 
     # -- losses ---------------------------------------------------------------------------
     def _masks(self, x):
@@ -209,15 +217,15 @@ class V2Trainer(common.Trainer):
         cfg = self.cfg
         x_real, y_org, y_trg = b["x_src"], b["y_src"], b["y_ref"]
         x_real = x_real.requires_grad_(True)
-        with common.autocast(cfg["bf16"], self.device):
+        with autocast(cfg["bf16"], self.device):
             out = self.D(x_real, y_org)
         loss_real = self._adv(out, 1.0)
         grad = torch.autograd.grad(out.float().sum(), x_real, create_graph=True)[0]
         r1 = 0.5 * grad.pow(2).flatten(1).sum(1).mean()
-        with torch.no_grad(), common.autocast(cfg["bf16"], self.device):
+        with torch.no_grad(), autocast(cfg["bf16"], self.device):
             s_trg = self.F(z_trg, y_trg) if z_trg is not None else self.E(x_ref, y_trg)
             x_fake = self.G(x_real.detach(), s_trg, self._masks(x_real.detach()))
-        with common.autocast(cfg["bf16"], self.device):
+        with autocast(cfg["bf16"], self.device):
             out = self.D(x_fake.float(), y_trg)
         loss_fake = self._adv(out, 0.0)
         loss = loss_real + loss_fake + cfg["lambda_reg"] * r1
@@ -235,7 +243,7 @@ class V2Trainer(common.Trainer):
         masks = self._masks(x_real)
         self.D.requires_grad_(False)
         try:
-            with common.autocast(bf16, self.device):
+            with autocast(bf16, self.device):
                 if latent:
                     s_trg = self.F(b["z_trg"], y_trg)
                 else:
@@ -260,11 +268,11 @@ class V2Trainer(common.Trainer):
                     x_id = self.G(x_real, s_own, masks)
                     extra["id"] = (x_id.float() - x_real).abs().mean()
                 if cfg.get("lambda_ssim", 0.0) > 0:  # structure, not only L1: see the v1 solver
-                    extra["ssim"] = common.ssim_loss(x_rec, x_real) + (
-                        common.ssim_loss(x_id, x_real) if x_id is not None else 0.0)
+                    extra["ssim"] = ssim_loss(x_rec, x_real) + (
+                        ssim_loss(x_id, x_real) if x_id is not None else 0.0)
                 if cfg.get("lambda_keep", 0.0) > 0:  # change no more than the edit needs
                     extra["keep"] = (x_fake.float() - x_real).abs().mean()
-            ramp = common.gan_ramp(self.it, cfg)
+            ramp = gan_ramp(self.it, cfg)
             loss = (ramp * (cfg["lambda_adv"] * loss_adv - lambda_ds * loss_ds)
                     + cfg["lambda_sty"] * loss_sty
                     + cfg["lambda_cyc"] * loss_cyc
@@ -291,12 +299,12 @@ class V2Trainer(common.Trainer):
         cfg = self.cfg
         x_real, y_org = b["x_src"], b["y_src"]
         masks = self._masks(x_real)
-        with common.autocast(cfg["bf16"], self.device):
+        with autocast(cfg["bf16"], self.device):
             # both style paths: the input's own (E) and a random one of its domain (F)
             styles = torch.cat([self.E(x_real, y_org), self.F(b["z_trg"], y_org)])
             out = self.G(torch.cat([x_real, x_real]), styles,
                          None if masks is None else tuple(torch.cat([m, m]) for m in masks))
-            l1, loss = common.autoencoder_loss(out, torch.cat([x_real, x_real]), cfg)
+            l1, loss = autoencoder_loss(out, torch.cat([x_real, x_real]), cfg)
         for k in ("G", "E", "F"):
             self.opt[k].zero_grad(set_to_none=True)
         loss.backward()
@@ -313,8 +321,8 @@ class V2Trainer(common.Trainer):
         losses = {}
         warm_up = it < cfg.get("ae_iters", 0)
         for k in ("G", "E", "F"):   # the warm-up has a learning rate of its own
-            common.set_lr(self.opt[k], cfg["ae_lr"] if warm_up
-                          else cfg["f_lr" if k == "F" else "lr"] * common.lr_ramp(it, cfg))
+            set_lr(self.opt[k], cfg["ae_lr"] if warm_up
+                   else cfg["f_lr" if k == "F" else "lr"] * lr_ramp(it, cfg))
         if warm_up:
             losses = self._autoencoder_step(b)
             self._update_ema()
@@ -333,7 +341,7 @@ class V2Trainer(common.Trainer):
 
     def _update_ema(self) -> None:
         for ema, net in ((self.G_ema, self.G), (self.F_ema, self.F), (self.E_ema, self.E)):
-            common.ema_update(ema, net, self.cfg["ema_beta"], self.it)
+            ema_update(ema, net, self.cfg["ema_beta"], self.it)
 
     # -- samples, bundle ------------------------------------------------------------------
     @torch.no_grad()
@@ -350,7 +358,7 @@ class V2Trainer(common.Trainer):
                 z = torch.randn(1, cfg["latent_dim"], generator=gen).expand(len(x), -1)
                 s = self.F_ema(z.to(self.device), y)
                 cols.append(self.G_ema(x, s, masks))
-        common.save_grid(path, cols)
+        save_grid(path, cols)
 
     def write_bundle(self, path: Path, include_discriminator: bool = True, name: str = "",
                      stopped_early: bool = False):
@@ -363,7 +371,7 @@ class V2Trainer(common.Trainer):
                     "dim_in": cfg["dim_in"], "hidden_dim": cfg["hidden_dim"], **self.framing},
             source={"trained_by": "stargan-rt train v2", "preset": cfg["preset"],
                     "iterations": self.it, "weights": "EMA (beta %g)" % cfg["ema_beta"],
-                    "stopped_early": stopped_early, "settings": common.primitive(cfg)},
+                    "stopped_early": stopped_early, "settings": config.primitive(cfg)},
             name=name or f"stargan-v2-{cfg['preset']}-{cfg['image_size']}px")
         nets = {"generator": self.G_ema.state_dict(),
                 "mapping_network": self.F_ema.state_dict(),

@@ -153,7 +153,7 @@ def _overrides(args, settings) -> dict:
 
 def _check_resume(args) -> None:
     """--resume continues a run; where there is none, refuse instead of silently starting one."""
-    from stargan_train.common import CKPT_NAME
+    from stargan_train.checkpoints import CKPT_NAME
 
     if args.resume and not (args.out / CKPT_NAME).is_file():
         where = "does not exist" if not args.out.exists() else f"has no {CKPT_NAME}"
