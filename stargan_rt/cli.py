@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "stargan_rt.commands.export",
     "stargan_rt.commands.build",
     "stargan_rt.commands.parity",
+    "stargan_rt.commands.serve",
     "stargan_rt.commands.data",
     "stargan_rt.commands.bench",
 ]

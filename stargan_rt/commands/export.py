@@ -33,10 +33,57 @@ def register(subparsers) -> None:
     parser.add_argument("--calib-count", type=options.COUNT, default=256,
                         help="calibration frames to use (at least 256)")
     parser.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
+    triton = parser.add_argument_group(
+        "Triton model repository", "--triton REPO writes the bundle's networks as Triton models "
+        "(with --precision once; --out, --io and --networks do not apply)")
+    triton.add_argument("--triton", metavar="REPO",
+                        help="write a Triton Inference Server model repository here")
+    triton.add_argument("--target", choices=("openvino", "onnxruntime", "tensorrt"),
+                        default="openvino", help="the engine the served graphs are for "
+                        "(default openvino)")
+    triton.add_argument("--backend", choices=("python", "native"), default="python",
+                        help="python: stargan-rt's engines in Triton's Python backend (what "
+                             "`stargan-rt serve` runs here); native: Triton's own onnxruntime / "
+                             "openvino / tensorrt backends (NVIDIA's container)")
+    triton.add_argument("--max-batch", type=options.COUNT, default=8,
+                        help="max_batch_size of each model (default 8)")
+    triton.add_argument("--queue-delay-us", type=options.NON_NEGATIVE, default=2000,
+                        help="dynamic batching: how long a request waits for others (default "
+                             "2000 us)")
+    triton.add_argument("--instances", type=options.COUNT, default=1,
+                        help="instances of each model (default 1)")
     parser.set_defaults(func=run)
 
 
+def run_triton(args) -> int:
+    from stargan_rt.serve.repository import Batching, write_repository
+
+    precisions = list(dict.fromkeys(args.precision or ["fp32"]))
+    if len(precisions) > 1:
+        raise UserError("--triton takes one --precision (a repository serves one engine per "
+                        "network); write another repository for another precision")
+    if args.io != "uint8" or args.networks or args.out or args.fuse_adain:
+        raise UserError("--triton writes the uint8 frame graphs of every network the runtime "
+                        "needs; drop --out, --io, --networks and --fuse-adain")
+    preferred = tuple(p for p in (4, 8) if p <= args.max_batch) or (args.max_batch,)
+    batching = Batching(args.max_batch, preferred, int(args.queue_delay_us), args.instances)
+    print(f"writing a Triton model repository ({args.backend} backend, {args.target} "
+          f"{precisions[0]}) -> {args.triton}")
+    names = write_repository(args.model or _demo(args.arch), args.triton, args.target,
+                             precisions[0], args.backend, batching, calib=args.calib,
+                             log=print)
+    print(f"{len(names)} models written; every config.pbtxt parsed with Triton's model-config "
+          f"protobuf. Serve it: stargan-rt serve {args.triton}")
+    return 0
+
+
+def _demo(arch: str) -> str:
+    return "demo-v1" if arch == "v1" else "demo-v2"
+
+
 def run(args) -> int:
+    if args.triton:
+        return run_triton(args)
     from stargan_rt.bundle import Bundle
     from stargan_rt.defaults import resolve_model
     from stargan_rt.export.calibration import MIN_CALIBRATION_FRAMES, load_calibration_frames
