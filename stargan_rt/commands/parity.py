@@ -7,6 +7,7 @@ from pathlib import Path
 
 from stargan_rt import options
 from stargan_rt.backends import PRECISIONS, TARGETS
+from stargan_rt.commands.server_options import add_server_options
 from stargan_rt.defaults import MODEL_HELP
 from stargan_rt.parity import Thresholds
 
@@ -42,6 +43,7 @@ def register(subparsers) -> None:
                         help=f"fp16: min PSNR dB (default {default.fp16_psnr:g})")
     parser.add_argument("--int8-psnr", type=options.PSNR_DB, default=default.int8_psnr,
                         help=f"int8: min PSNR dB (default {default.int8_psnr:g})")
+    add_server_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -64,7 +66,12 @@ def run(args) -> int:
         raise UserError(f"--report {report_path}: directory {report_path.parent} does not exist")
 
     skipped = []
-    if args.target:
+    if args.server:
+        if args.target or args.precision or args.io != "uint8":
+            raise UserError("--server checks the served build (its target and precision, uint8 "
+                            "frames); drop --target, --precision and --io")
+        targets = []
+    elif args.target:
         targets = [resolve_target(t, print) for t in dict.fromkeys(args.target)]
     else:
         targets = []
@@ -108,6 +115,8 @@ def run(args) -> int:
             bad = sum(not r.passed for r in results)
             print(f"  {target} {precision}: {len(results)} output(s) checked in "
                   f"{time.perf_counter() - start:.1f} s, {bad} failed")
+    if args.server:
+        _check_server(args, reference, report, thresholds)
     print()
     print(report.table())
     verdict = "PASS" if report.passed else "FAIL"
@@ -119,3 +128,20 @@ def run(args) -> int:
         write_atomic(report_path, json.dumps(report.to_json(), indent=2) + "\n")
         print(f"report: {report_path}")
     return 0 if report.passed else 1
+
+
+def _check_server(args, reference, report, thresholds) -> None:
+    """The served models against the reference, judged by the served build's precision."""
+    from stargan_rt.parity import check_engines
+    from stargan_rt.serve.client import remote_translator
+
+    start = time.perf_counter()
+    with remote_translator(args.model, args.server, args.server_timeout) as served:
+        results = check_engines(reference, served.target, served.precision, served.engines,
+                                "uint8", thresholds)
+    for result in results:  # the table says where the engines ran
+        result.target = f"triton:{result.target}"
+    report.results += results
+    bad = sum(not r.passed for r in results)
+    print(f"  {args.server} ({served.target} {served.precision}): {len(results)} output(s) "
+          f"checked in {time.perf_counter() - start:.1f} s, {bad} failed")

@@ -41,9 +41,9 @@ def run(args) -> int:
     stopping = []
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
-    def stop(signum, _frame):
+    def stop(signum, _frame):  # only signal here: the main thread is inside process.wait()
         stopping.append(signum)
-        server.stop()
+        server.terminate()
     server.start()
     try:
         for sig in previous:

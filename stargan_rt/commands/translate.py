@@ -4,13 +4,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from stargan_rt import options
+from stargan_rt.commands.server_options import add_server_options
 from stargan_rt.defaults import MODEL_HELP
 from stargan_rt.errors import UserError
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "translate", help="translate image files with the PyTorch reference model",
+        "translate", help="translate image files with the PyTorch reference model (or a Triton "
+        "server's engines)",
         description="Writes one PNG per input into --out, named after the input's stem.")
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files")
     parser.add_argument("--model", help=f"{MODEL_HELP}; default demo-v1")
@@ -23,6 +25,7 @@ def register(subparsers) -> None:
     style.add_argument("--ref", type=Path, help="v2: reference image for the style")
     parser.add_argument("--psi", type=options.PSI, default=1.0,
                         help="v2: truncation toward the domain's mean style (1 = none)")
+    add_server_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -31,14 +34,20 @@ def run(args) -> int:
 
     from stargan_rt.defaults import resolve_model
     from stargan_rt.imaging import fit_to_model, read_image, write_image
-    from stargan_rt.reference import TorchTranslator
 
     stems = [p.stem for p in args.inputs]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
         raise UserError(f"inputs share the file stem(s) {', '.join(duplicates)}; outputs are named "
                         "after the stem, so translate them into separate --out directories")
-    translator = TorchTranslator(resolve_model(args.model))
+    if args.server:
+        from stargan_rt.serve.client import remote_translator
+
+        translator = remote_translator(args.model, args.server, args.server_timeout)
+    else:
+        from stargan_rt.reference import TorchTranslator  # imports torch
+
+        translator = TorchTranslator(resolve_model(args.model))
     if translator.arch == "v1":
         if args.seed is not None or args.ref is not None or args.psi != 1.0:
             raise UserError("--seed/--ref/--psi apply to StarGAN v2 models; this is v1")

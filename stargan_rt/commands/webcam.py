@@ -5,6 +5,7 @@ verb runs, so other verbs do not load OpenCV and the engines)."""
 from __future__ import annotations
 
 from stargan_rt import options
+from stargan_rt.commands.server_options import add_server_options
 from stargan_rt.defaults import MODEL_HELP
 from stargan_rt.stream.contracts import DEFAULT_DETECTOR, DETECTORS
 
@@ -80,6 +81,7 @@ def register(subparsers) -> None:
                    help="paste back without matching colour at the seam")
     p.add_argument("--side-by-side", action="store_true", help="start with source | result")
     p.add_argument("--mirror", action="store_true", help="flip frames left-right (selfie view)")
+    add_server_options(p)
     p.set_defaults(func=run)
 
 

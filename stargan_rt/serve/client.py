@@ -26,7 +26,10 @@ TRITON_TO_NUMPY = {"TYPE_" + v: k for k, v in NUMPY_TO_TRITON.items()}  # config
 
 
 class RemoteError(UserError):
-    """The server failed a request, went away or did not answer in time."""
+    """The server failed a request, went away or did not answer in time: a failure of the run
+    (exit status 1), not of the user's input."""
+
+    exit_code = 1
 
 
 def parse_server_url(url: str) -> tuple[str, str]:
@@ -38,7 +41,8 @@ def parse_server_url(url: str) -> tuple[str, str]:
     try:
         port = parsed.port or DEFAULT_PORTS[parsed.scheme]
     except ValueError:
-        raise UserError(f"--server {url}: the port is not a number in 1..65535") from None
+        raise UserError(f"--server {url}: the port is not a number in 1..65535; expected "
+                        "grpc://HOST:PORT or http://HOST:PORT") from None
     host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
     return parsed.scheme, f"{host}:{port}"
 
@@ -211,7 +215,7 @@ def remote_translator(model, url: str, timeout_s: float = 10.0, log=print):
     from stargan_rt.bundle import Bundle
     from stargan_rt.defaults import resolve_model
     from stargan_rt.runtime import Translator
-    from stargan_rt.serve.repository import PARAM_PREFIX, model_name
+    from stargan_rt.serve.repository import model_name
 
     bundle = Bundle.open(resolve_model(model))
     connection = Connection(url, timeout_s)
@@ -229,8 +233,16 @@ def remote_translator(model, url: str, timeout_s: float = 10.0, log=print):
                             "that repository")
         config = connection.model_config(name)
         check_served(config, name, bundle, network, url)
-        precision = config.parameters[PARAM_PREFIX + "network_precision"].string_value
-        engines[network] = RemoteEngine(connection, name, config, precision)
-    target = f"triton ({engines['generator'].model})"
-    log(f"server: {url}, models {', '.join(e.model for e in engines.values())}")
-    return Translator(bundle, target, engines["generator"].precision, engines)
+        engines[network] = RemoteEngine(connection, name, config, _param(config, "network_precision"))
+    generator = connection.model_config(model_name(bundle, "generator"))
+    # the served build's own target and precision: parity judges the engines by them
+    target, precision = _param(generator, "target"), _param(generator, "precision")
+    log(f"server: {url}, models {', '.join(e.model for e in engines.values())} ({target} "
+        f"{precision})")
+    return Translator(bundle, target, precision, engines)
+
+
+def _param(config, key: str) -> str:
+    from stargan_rt.serve.repository import PARAM_PREFIX
+
+    return config.parameters[PARAM_PREFIX + key].string_value

@@ -215,6 +215,11 @@ class TritonServer:
         errors = [ln for ln in lines if " E1" in ln[:8] or "error" in ln.lower()][-3:]
         return f"; see {self.log_path}" + (": " + " | ".join(errors) if errors else "")
 
+    def terminate(self) -> None:
+        """Ask the server to shut down (SIGTERM to its process group: the stubs too)."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+
     def kill(self) -> None:
         """SIGKILL, no shutdown (tests: a server that dies)."""
         if self.process and self.process.poll() is None:
@@ -225,7 +230,7 @@ class TritonServer:
         if self.process is None:
             return None
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)  # the stubs are in its group too
+            self.terminate()
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:

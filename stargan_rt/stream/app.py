@@ -45,6 +45,9 @@ def _check_options(args) -> None:
             raise UserError("--token applies to the served page; add --serve HOST:PORT or drop "
                             "--token")
         check_token(args.token)
+    if args.server and (args.target != "auto" or args.precision != "fp32" or args.cache_dir):
+        raise UserError("--server runs the engines the server was given (export --triton "
+                        "--target/--precision); drop --target, --precision and --cache-dir")
     for option, value in (("--stats", args.stats), ("--record", args.record)):
         if value:  # create the output folder, like the other verbs' --out
             folder = Path(value).parent
@@ -178,16 +181,22 @@ def run_webcam(args) -> int:
             from stargan_rt.stream.blazeface import require_installed
 
             require_installed()  # before an engine build, not after it
-        translator = Translator.create(model=str(model_path), target=args.target,
-                                       precision=args.precision, cache_dir=args.cache_dir,
-                                       log=_log, streams=streams)
+        if args.server:  # the networks run on Triton; faces and paste-back stay here
+            from stargan_rt.serve.client import remote_translator
+
+            translator = remote_translator(str(model_path), args.server, args.server_timeout,
+                                           log=_log)
+        else:
+            translator = Translator.create(model=str(model_path), target=args.target,
+                                           precision=args.precision, cache_dir=args.cache_dir,
+                                           log=_log, streams=streams)
         domain, labels = _target(args, translator)
         options = StreamOptions(
             realtime=args.realtime, max_frames=args.max_frames, domain=domain, labels=labels,
             seed=args.seed if args.seed is not None else 0, ref_bgr=ref_bgr, psi=args.psi,
             parity_every=args.parity_every,
             reference_factory=_reference_factory(model_path) if args.parity_every else None,
-            precision=args.precision, log=_log, model_name=str(model_path),
+            precision=translator.precision, log=_log, model_name=str(model_path),
             side_by_side=args.side_by_side, mirror=args.mirror, streams=streams)
         sinks = _sinks(args, headless, serve)
         pipeline = Pipeline(source, translator, _face_stage(args, translator), sinks, options)
@@ -208,7 +217,7 @@ def run_webcam(args) -> int:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             pipeline.stop("interrupted (Ctrl-C)")
         signal.signal(signal.SIGINT, on_sigint)
-    _log(f"streaming {source.description} -> {pipeline.engine} {args.precision}, "
+    _log(f"streaming {source.description} -> {pipeline.engine} {translator.precision}, "
          f"{'whole frame' if _whole_frame(args, translator.bundle.manifest) else 'faces'}, "
          f"{'live: newest frame wins' if pipeline.lossy else 'every frame'}; Ctrl-C to stop")
     if serve and not source.live and not args.loop:

@@ -217,9 +217,9 @@ class Pipeline:
                 self.error = f"source died: {exc}"
                 self.exit_code = 1
                 self.stop_reason = self.stop_reason or "source died"
-            except UserError as exc:
+            except UserError as exc:  # bad input (2), or a remote engine's server failing (1)
                 self.error = str(exc)
-                self.exit_code = 2
+                self.exit_code = exc.exit_code
                 self.stop(f"{stage} failed")
             except Exception as exc:  # noqa: BLE001 - reported, never a silent hang
                 self.error = f"{stage} failed: {type(exc).__name__}: {exc}"
