@@ -12,6 +12,7 @@ Imported only inside tritonserver's Python stub (``triton_python_backend_utils``
 """
 from __future__ import annotations
 
+import ctypes
 import json
 from pathlib import Path
 
@@ -21,7 +22,8 @@ PARAM_PREFIX = "stargan_rt."   # repository.PARAM_PREFIX (not imported: no torch
 
 
 class _Capsule:
-    """Gives numpy.from_dlpack a capsule from the backend (it asks for an object)."""
+    """A DLPack capsule as the object numpy.from_dlpack and pb_utils.Tensor.from_dlpack ask
+    for."""
 
     def __init__(self, capsule):
         self.capsule = capsule
@@ -31,6 +33,20 @@ class _Capsule:
 
     def __dlpack_device__(self):
         return (1, 0)  # kDLCPU, device 0
+
+
+# The backend marks a capsule it consumed "used_dlpack", not DLPack's "used_dltensor"; numpy's
+# capsule destructor then fails to read it and prints a traceback for every output tensor
+# (harmless: the consumer owns the buffer). Renaming it the standard way keeps the log clean.
+_USED = ctypes.c_char_p(b"used_dltensor")  # lives as long as the module: capsules keep the pointer
+_set_name = ctypes.pythonapi.PyCapsule_SetName
+_set_name.argtypes = [ctypes.py_object, ctypes.c_char_p]
+_set_name.restype = ctypes.c_int
+
+
+def _mark_consumed(capsule) -> None:
+    if _set_name(capsule, _USED) != 0:
+        raise RuntimeError("could not mark a DLPack capsule as consumed")
 
 
 class TritonPythonModel:
@@ -64,9 +80,13 @@ class TritonPythonModel:
             return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
         responses, start = [], 0
         for size in sizes:
-            tensors = [pb_utils.Tensor.from_dlpack(
-                name, np.ascontiguousarray(result[name][start:start + size]))
-                for name in self.outputs]
+            # a capsule, as the backend's docs pass one: given the array itself, it first tries
+            # a capsule name it cannot read and logs a traceback per tensor
+            tensors = []
+            for name in self.outputs:
+                capsule = np.ascontiguousarray(result[name][start:start + size]).__dlpack__()
+                tensors.append(pb_utils.Tensor.from_dlpack(name, capsule))
+                _mark_consumed(capsule)
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             start += size
         return responses
