@@ -331,6 +331,25 @@ def test_bad_requests_get_clear_errors(served, tmp_path):
         remote_translator("demo-v1", f"grpc://127.0.0.1:{port}", log=quiet)
 
 
+def test_a_server_that_stops_answering_times_out(served):
+    import os
+    import signal
+
+    conn = Connection(served.grpc_url, timeout_s=1.0)
+    feeds = {"image": np.zeros((1, 64, 64, 3), np.uint8), "labels": np.zeros((1, 5), np.float32)}
+    os.killpg(served.process.pid, signal.SIGSTOP)  # alive, listening, not answering
+    try:
+        start = time.monotonic()
+        with pytest.raises(RemoteError, match="no answer in time"):
+            conn.infer("demo-v1-generator", feeds, ["translated"])
+        assert time.monotonic() - start < 10
+    finally:
+        os.killpg(served.process.pid, signal.SIGCONT)
+    assert conn.infer("demo-v1-generator", feeds, ["translated"])["translated"].shape == \
+        (1, 64, 64, 3)
+    conn.close()
+
+
 def test_parity_and_translate_through_the_server(served, cli, tmp_path):
     r = cli("parity", "--model", "demo-v2", "--server", served.grpc_url)
     assert r.code == 0, r.err

@@ -68,6 +68,8 @@ class Connection:
         self.module = module
         self.server_error = InferenceServerException
         self._local = threading.local()
+        self._clients: list = []   # every thread's, to close them all
+        self._lock = threading.Lock()
 
     @property
     def client(self):
@@ -80,6 +82,8 @@ class Connection:
                     self.address, connection_timeout=self.connect_timeout_s,
                     network_timeout=self.timeout_s)
             self._local.client = client
+            with self._lock:
+                self._clients.append(client)
         return client
 
     def call(self, what: str, fn, *args, timeout: float | None = None, **kwargs):
@@ -115,6 +119,9 @@ class Connection:
         m = self.module
         inputs = []
         for name, array in arrays.items():
+            if array.dtype.name not in NUMPY_TO_TRITON:
+                raise UserError(f"model {model}: input {name} is {array.dtype.name}; stargan-rt "
+                                f"sends {', '.join(NUMPY_TO_TRITON)}")
             tensor = m.InferInput(name, list(array.shape), NUMPY_TO_TRITON[array.dtype.name])
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
@@ -124,10 +131,12 @@ class Connection:
         return {n: result.as_numpy(n) for n in outputs}
 
     def close(self) -> None:
-        client = getattr(self._local, "client", None)
-        if client is not None:
+        """Close every thread's client (idempotent)."""
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
             client.close()
-            self._local.client = None
+        self._local = threading.local()
 
 
 def _reason(exc) -> str:
