@@ -316,18 +316,6 @@ def metrics_delta(before: dict, after: dict) -> dict:
 
 
 # -- machine ---------------------------------------------------------------------------------------
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -450,6 +438,7 @@ def main(argv=None, log=print) -> dict:
     if args.frames < 2:
         raise SystemExit("--frames: at least 2")
 
+    from stargan_rt.backends.base import cpu_name
     from stargan_rt.bench.models import resolve
     from stargan_rt.bench.pipeline import resized_video
     from stargan_rt.serve.repository import Batching, model_name, write_repository
@@ -463,7 +452,7 @@ def main(argv=None, log=print) -> dict:
         "command": " ".join([".venv/bin/python", "benchmarks/triton_scaling.py"]
                             + list(sys.argv[1:] if argv is None else argv)),
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-        "machine": {"cpu": cpu_model(), "cores": cores, "load_average_start":
+        "machine": {"cpu": cpu_name(), "cores": cores, "load_average_start":
                     [round(x, 2) for x in os.getloadavg()]},
         "caveat": CAVEAT.format(cores=cores),
         "definitions": {
