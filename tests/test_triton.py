@@ -141,6 +141,19 @@ def test_bad_repository_requests_are_clear_and_change_nothing(tmp_path, cli):
     read_repository(repo)
 
 
+def test_export_triton_verb(tmp_path, cli):
+    r = cli("export", "--triton", tmp_path / "repo", "--target", "onnxruntime", "--max-batch", "4",
+            "--queue-delay-us", "500", "--instances", "2")
+    assert r.code == 0, r.err
+    assert "2 models written" in r.out and "stargan-rt serve" in r.out
+    config = read_repository(tmp_path / "repo")["demo-v1-generator"]
+    assert config.max_batch_size == 4 and list(config.dynamic_batching.preferred_batch_size) == [4]
+    assert config.dynamic_batching.max_queue_delay_microseconds == 500
+    assert config.instance_group[0].count == 2
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    assert params["stargan_rt.target"] == "onnxruntime" and params["stargan_rt.graph"] == "model.onnx"
+
+
 @pytest.mark.parametrize("url,expected", [
     ("grpc://127.0.0.1:8001", ("grpc", "127.0.0.1:8001")),
     ("http://localhost", ("http", "localhost:8000")),
