@@ -17,12 +17,12 @@ import numpy as np
 
 from stargan_rt.backends.base import Engine, TensorSpec
 from stargan_rt.errors import UserError
+from stargan_rt.serve.repository import PARAM_PREFIX, TRITON_DTYPES, WIRE_DTYPES, model_name
 
 SCHEMES = ("grpc", "http")
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
-NUMPY_TO_TRITON = {"uint8": "UINT8", "float32": "FP32", "float16": "FP16", "int64": "INT64",
-                   "int32": "INT32"}
-TRITON_TO_NUMPY = {"TYPE_" + v: k for k, v in NUMPY_TO_TRITON.items()}  # config data types
+NUMPY_TO_TRITON = WIRE_DTYPES
+TRITON_TO_NUMPY = {v: k for k, v in TRITON_DTYPES.items()}  # config data types
 
 
 class RemoteError(UserError):
@@ -197,7 +197,6 @@ class RemoteEngine(Engine):
 def check_served(config, model: str, bundle, network: str, url: str) -> None:
     """The served model was exported from this bundle and takes what the contract names."""
     from stargan_rt.export.contract import io_spec
-    from stargan_rt.serve.repository import PARAM_PREFIX
 
     params = {k: v.string_value for k, v in config.parameters.items()}
     served_hash = params.get(PARAM_PREFIX + "bundle_hash")
@@ -224,7 +223,6 @@ def remote_translator(model, url: str, timeout_s: float = 10.0, log=print):
     from stargan_rt.bundle import Bundle
     from stargan_rt.defaults import resolve_model
     from stargan_rt.runtime import Translator
-    from stargan_rt.serve.repository import model_name
 
     bundle = Bundle.open(resolve_model(model))
     connection = Connection(url, timeout_s)
@@ -243,15 +241,13 @@ def remote_translator(model, url: str, timeout_s: float = 10.0, log=print):
         config = connection.model_config(name)
         check_served(config, name, bundle, network, url)
         engines[network] = RemoteEngine(connection, name, config, _param(config, "network_precision"))
-    generator = connection.model_config(model_name(bundle, "generator"))
-    # the served build's own target and precision: parity judges the engines by them
-    target, precision = _param(generator, "target"), _param(generator, "precision")
+        if network == "generator":
+            # the served build's own target and precision: parity judges the engines by them
+            target, precision = _param(config, "target"), _param(config, "precision")
     log(f"server: {url}, models {', '.join(e.model for e in engines.values())} ({target} "
         f"{precision})")
     return Translator(bundle, target, precision, engines)
 
 
 def _param(config, key: str) -> str:
-    from stargan_rt.serve.repository import PARAM_PREFIX
-
     return config.parameters[PARAM_PREFIX + key].string_value

@@ -73,7 +73,8 @@ class TritonPythonModel:
                 {n: np.from_dlpack(_Capsule(pb_utils.get_input_tensor_by_name(r, n).to_dlpack()))
                  for n in names} for r in requests]
             sizes = [len(f[names[0]]) for f in feeds_per_request]
-            batch = {n: np.concatenate([f[n] for f in feeds_per_request]) for n in names}
+            batch = feeds_per_request[0] if len(requests) == 1 else {  # no copy for one request
+                n: np.concatenate([f[n] for f in feeds_per_request]) for n in names}
             result = self.engine.run(batch)
         except Exception as exc:  # answer every request with the reason, keep serving
             error = pb_utils.TritonError(f"{self.network}: {exc}")

@@ -42,8 +42,10 @@ from stargan_rt.export.contract import io_spec
 Log = Callable[[str], None]
 
 KINDS = ("python", "native")
-TRITON_DTYPES = {"uint8": "TYPE_UINT8", "float32": "TYPE_FP32", "float16": "TYPE_FP16",
-                 "int64": "TYPE_INT64", "int32": "TYPE_INT32"}
+# numpy dtype -> Triton's name on the wire (clients); configs spell it TYPE_<name>
+WIRE_DTYPES = {"uint8": "UINT8", "float32": "FP32", "float16": "FP16", "int64": "INT64",
+               "int32": "INT32"}
+TRITON_DTYPES = {k: "TYPE_" + v for k, v in WIRE_DTYPES.items()}
 # Native Triton backends: the config key naming it, its value, and the model file's name.
 NATIVE = {"onnxruntime": ("platform", "onnxruntime_onnx", "model.onnx"),
           "openvino": ("backend", "openvino", "model.xml"),
